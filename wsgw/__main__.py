@@ -1,0 +1,5 @@
+import sys
+
+from wsgw.cli import main
+
+sys.exit(main())

@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `wsgw schema | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

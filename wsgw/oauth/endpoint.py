@@ -1,0 +1,184 @@
+"""POST /oauth2/token: the client credentials grant (RFC 6749 §4.4), sans I/O.
+
+The HTTP server hands over the method, lower-cased headers and body; this module returns
+the status, headers and JSON body. Checks run in this order, so each failure has one
+answer: method (405) → content type and form syntax (400 invalid_request) → client
+authentication (401 invalid_client) → grant type (400 invalid_request when missing,
+unsupported_grant_type otherwise). Authenticating before looking at the grant means an
+unauthenticated caller learns nothing beyond "authenticate first".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote_plus
+
+import orjson
+
+from wsgw.oauth.tokens import TokenIssuer
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_FORM_FIELDS = 16
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+GRANT_CLIENT_CREDENTIALS = "client_credentials"
+
+# RFC 6749 §5.1: responses with tokens or credentials MUST NOT be cached.
+_BASE_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Cache-Control", "no-store"),
+    ("Pragma", "no-cache"),
+]
+_BASIC_CHALLENGE = ("WWW-Authenticate", 'Basic realm="wsgw"')
+
+# Compared against when the client id is unknown, so that unknown and known ids cost the
+# same hashing and comparing work (no timing oracle on which consumer keys exist).
+_DUMMY_SECRET_SHA256 = hashlib.sha256(os.urandom(32)).hexdigest().encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    application: str
+    key_type: str  # "PRODUCTION" | "SANDBOX"
+    consumer_secret_sha256: str  # lower-case hex
+
+
+class _OAuthError(Exception):
+    def __init__(self, status: int, error: str, description: str, challenge: bool = False):
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.description = description  # fixed text written here: never echoes input
+        self.challenge = challenge  # add WWW-Authenticate: Basic (RFC 6749 §5.2)
+
+
+def _invalid_request(description: str) -> _OAuthError:
+    return _OAuthError(400, "invalid_request", description)
+
+
+def _invalid_client(description: str, challenge: bool) -> _OAuthError:
+    return _OAuthError(401, "invalid_client", description, challenge)
+
+
+def handle_token_request(
+    method: str,
+    headers: dict[str, str],
+    body: bytes,
+    lookup_client: Callable[[str], ClientRecord | None],
+    issuer: TokenIssuer,
+) -> Response:
+    """Answer one token request. ``headers`` has lower-case names."""
+    if method != "POST":
+        return _respond(
+            405, {"error": "invalid_request", "error_description": "use POST"}, [("Allow", "POST")]
+        )
+    try:
+        form = _parse_form(headers, body)
+        client_id, secret, via_basic = _client_credentials(headers, form)
+        record = _authenticate(client_id, secret, via_basic, lookup_client)
+        grant_type = form.get("grant_type")
+        if grant_type is None:
+            raise _invalid_request("grant_type is required")
+        if grant_type != GRANT_CLIENT_CREDENTIALS:
+            raise _OAuthError(400, "unsupported_grant_type", "only client_credentials is supported")
+    except _OAuthError as exc:
+        extra = [_BASIC_CHALLENGE] if exc.challenge else []
+        return _respond(
+            exc.status, {"error": exc.error, "error_description": exc.description}, extra
+        )
+    # "scope" is accepted and ignored: tokens carry no scopes, subscriptions decide access.
+    token, expires_in = issuer.issue(record.application, record.key_type, client_id)
+    return _respond(200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in})
+
+
+def _respond(
+    status: int, body: dict[str, object], extra: list[tuple[str, str]] | None = None
+) -> Response:
+    return status, [*_BASE_HEADERS, *(extra or ())], orjson.dumps(body)
+
+
+def _parse_form(headers: dict[str, str], body: bytes) -> dict[str, str]:
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != FORM_CONTENT_TYPE:
+        raise _invalid_request(f"Content-Type must be {FORM_CONTENT_TYPE}")
+    if len(body) > MAX_BODY_BYTES:
+        raise _invalid_request("request body too large")
+    try:
+        # Appendix B: the form is UTF-8; strict parsing refuses "a&b" and "a=1&&b=2".
+        fields = parse_qs(
+            body.decode("utf-8"),
+            strict_parsing=True,
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except ValueError:  # includes UnicodeDecodeError and too many fields
+        raise _invalid_request("malformed form body") from None
+    # §3.2: parameters MUST NOT be included more than once. Empty values were dropped
+    # already by parse_qs, as §3.1 asks ("treated as if they were omitted").
+    if any(len(values) > 1 for values in fields.values()):
+        raise _invalid_request("repeated parameter")
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _client_credentials(headers: dict[str, str], form: dict[str, str]) -> tuple[str, str, bool]:
+    """(client_id, client_secret, came via HTTP Basic) from the one method the client used."""
+    authorization = headers.get("authorization")
+    form_id = form.get("client_id")
+    form_secret = form.get("client_secret")
+    if authorization is not None:
+        client_id, secret = _parse_basic(authorization)
+        # §2.3: one authentication method per request. A client_id in the form that repeats
+        # the Basic one is tolerated (common in client libraries); a secret never is.
+        if form_secret is not None or (form_id is not None and form_id != client_id):
+            raise _invalid_request("use one client authentication method, not two")
+        return client_id, secret, True
+    if form_id is None and form_secret is None:
+        raise _invalid_client("client authentication required", challenge=True)
+    if form_id is None or form_secret is None:
+        raise _invalid_client("client_id and client_secret are both required", challenge=False)
+    return form_id, form_secret, False
+
+
+def _parse_basic(authorization: str) -> tuple[str, str]:
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise _invalid_client("unsupported authentication scheme", challenge=True)
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        raw_id, sep, raw_secret = decoded.partition(":")
+        if not sep:
+            raise ValueError("no colon")
+        # §2.3.1: id and secret are form-urlencoded before they are joined and base64'd.
+        client_id = unquote_plus(raw_id, errors="strict")
+        secret = unquote_plus(raw_secret, errors="strict")
+    except (ValueError, binascii.Error):
+        raise _invalid_client("malformed Basic credentials", challenge=True) from None
+    if not client_id or not secret:
+        raise _invalid_client("malformed Basic credentials", challenge=True)
+    return client_id, secret
+
+
+def _authenticate(
+    client_id: str,
+    secret: str,
+    via_basic: bool,
+    lookup_client: Callable[[str], ClientRecord | None],
+) -> ClientRecord:
+    record = lookup_client(client_id)
+    expected = (
+        record.consumer_secret_sha256.lower().encode("ascii", "replace")
+        if record is not None
+        else _DUMMY_SECRET_SHA256
+    )
+    presented = hashlib.sha256(secret.encode("utf-8")).hexdigest().encode("ascii")
+    if hmac.compare_digest(presented, expected) and record is not None:
+        return record
+    # One answer for "unknown client" and "wrong secret": which one is nobody's business.
+    raise _invalid_client("client authentication failed", challenge=via_basic)

@@ -1,0 +1,72 @@
+"""wss://: the echo backend behind TLS, and the client with and without --insecure."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from websockets.asyncio.client import connect
+
+from .tools_proc import run_wsgw
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 that no trust store knows."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wsgw-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+async def wss_port(start_echo, self_signed: tuple[Path, Path]) -> int:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*self_signed)
+    return await start_echo(prefix="tls:", ssl_context=context)
+
+
+async def test_echo_over_tls_with_a_trusting_websockets_client(
+        wss_port: int, self_signed: tuple[Path, Path]) -> None:
+    trust = ssl.create_default_context(cafile=str(self_signed[0]))
+    async with connect(f"wss://127.0.0.1:{wss_port}/", ssl=trust, open_timeout=TIMEOUT) as ws:
+        await ws.send("secure")
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "tls:secure"
+
+
+async def test_client_insecure_accepts_an_untrusted_certificate(wss_port: int) -> None:
+    code, out, err = await run_wsgw("client", f"wss://127.0.0.1:{wss_port}/", "--insecure",
+                                    stdin=b"over tls\n")
+    assert (code, out) == (0, "< tls:over tls\n"), err
+
+
+async def test_client_verifies_certificates_by_default(wss_port: int) -> None:
+    code, out, err = await run_wsgw("client", f"wss://127.0.0.1:{wss_port}/", stdin=b"x\n")
+    assert code == 1
+    assert out == ""
+    assert "certificate" in err.lower()

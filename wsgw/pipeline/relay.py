@@ -1,0 +1,525 @@
+"""The relay: one asyncio protocol per leg, frames flowing through the compiled codec.
+
+ClientLeg serves the gateway port. It reads one HTTP request; an upgrade runs the handshake
+pipeline (route → auth → subscription → backend connect), every other request gets one
+answer (token endpoint, health, refusals) and the connection closes. After the upgrade,
+bytes from each peer go through a FrameRelay (validate, re-mask towards the backend,
+count) and out to the other peer. Everything per frame happens in the codec; this module
+only moves its output and reacts to its rare events (close frames, protocol errors).
+
+Close handshake: each leg tracks whether a close frame was sent to and received from its
+peer. A peer's close frame is forwarded to the other peer, whose close reply is forwarded
+back. When a leg has both, the gateway closes the client's TCP connection (it is the
+server there) and waits, bounded, for the backend to close its own (it is the client there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from wsgw import _core
+from wsgw.errors import BadGateway, GatewayError, GatewayTimeout, MethodNotAllowed, NotFound
+from wsgw.http import (
+    Request,
+    RequestReader,
+    Response,
+    ResponseReader,
+    error_response,
+    json_response,
+    render_response,
+)
+from wsgw.pipeline import handshake
+from wsgw.pipeline.auth import extract_token, strip_token
+from wsgw.pipeline.subscription import Grant
+
+if TYPE_CHECKING:
+    from wsgw.app import Gateway
+
+log = logging.getLogger("wsgw.relay")
+
+# Reasons a leg's reading is paused; reading resumes when none is left.
+PAUSE_HANDSHAKE = 1
+PAUSE_BACKPRESSURE = 2
+
+# Close codes the gateway itself sends.
+GOING_AWAY = 1001
+BAD_GATEWAY = 1014
+
+REQUEST_TIMEOUT_S = 10.0
+
+HTTP, CONNECTING, OPEN, CLOSING, CLOSED = range(5)
+
+
+class ClientLeg(asyncio.Protocol):
+    def __init__(self, gateway: Gateway, secure: bool) -> None:
+        self.gw = gateway
+        self.secure = secure
+        self.state = HTTP
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.reader: RequestReader | None = RequestReader()
+        self.backend: BackendLeg | None = None
+        self.c2b: _core.FrameRelay | None = None
+        self.b2c: _core.FrameRelay | None = None
+        self.paused = 0
+        self.grant: Grant | None = None
+        self.api_label = "-"
+        self.started = time.monotonic()
+        self.activity = 0  # bumped per chunk either way; the idle check compares it
+        self._seen_activity = -1
+        self._timer: asyncio.TimerHandle | None = None
+        self._handshake_task: asyncio.Task[None] | None = None
+        # Close handshake bookkeeping, per leg.
+        self.client_close_sent = False
+        self.client_close_received = False
+        self.backend_close_sent = False
+        self.backend_close_received = False
+        self.client_gone = False
+        self.close_code: int | None = None
+        self.closed_by = "-"
+
+    # ---------------------------------------------------------------- asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else "?"
+        self.gw.connections.add(self)
+        self._timer = self.gw.loop.call_later(REQUEST_TIMEOUT_S, self._request_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        relay = self.c2b
+        if relay is not None:
+            self.activity += 1
+            event = relay.process(data)
+            out = relay.take_output()
+            if out is not None and not self.backend_close_sent:
+                backend = self.backend
+                if backend is not None and backend.transport is not None:
+                    backend.transport.write(out)
+            if event:
+                self._client_event(event)
+            return
+        if self.state == HTTP:
+            self._http_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client_gone = True
+        self._cancel_timer()
+        if self._handshake_task is not None and not self._handshake_task.done():
+            self._handshake_task.cancel()
+        if self.state == OPEN or self.state == CLOSING:
+            if not self.client_close_received:
+                self._record_close(1006, "client")
+                self._close_backend(GOING_AWAY, "client went away")
+        else:
+            self._drop_backend()
+        self._finish()
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the backend writes: stop reading the backend.
+        if self.backend is not None:
+            self.backend.pause(PAUSE_BACKPRESSURE)
+
+    def resume_writing(self) -> None:
+        if self.backend is not None:
+            self.backend.resume(PAUSE_BACKPRESSURE)
+
+    # ------------------------------------------------------------ flow control
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.client_gone:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.client_gone:
+            self.transport.resume_reading()
+
+    # -------------------------------------------------------------------- HTTP
+    def _http_data(self, data: bytes) -> None:
+        assert self.reader is not None
+        try:
+            request = self.reader.feed(data)
+        except GatewayError as err:
+            self._refuse(err)
+            return
+        if request is None:
+            return
+        self.reader = None
+        if request.is_upgrade:
+            self.state = CONNECTING
+            self.pause(PAUSE_HANDSHAKE)  # no frame is read before the backend is ready
+            self._handshake_task = self.gw.loop.create_task(self._upgrade(request))
+        else:
+            self._answer_plain(request)
+
+    def _answer_plain(self, request: Request) -> None:
+        """Non-upgrade requests: token endpoint, health check, refusals. One per connection."""
+        assert self.transport is not None
+        if request.path == "/oauth2/token":
+            status, headers, body = self.gw.token_endpoint(request)
+            self.transport.write(render_response(status, headers, body))
+        elif request.path == "/health":
+            if request.method != "GET":
+                self._refuse(MethodNotAllowed("use GET"))
+                return
+            self.transport.write(json_response(200, {"status": "ok"}))
+        else:
+            try:
+                self.gw.routes.match(request.path)
+            except NotFound as err:
+                self._refuse(err)
+                return
+            self._refuse(handshake.UpgradeRequired("this is a WebSocket API: send an upgrade"))
+            return
+        self._close_transport()
+
+    def _refuse(self, err: GatewayError) -> None:
+        self.gw.stats.refused(self.api_label, err.http_status)
+        if self.transport is not None and not self.client_gone:
+            self.transport.write(error_response(err))
+        self._close_transport()
+
+    def _request_timeout(self) -> None:
+        self._timer = None
+        if self.state in (HTTP, CONNECTING):
+            log.info("handshake from %s timed out", self.peer)
+            if self.state == HTTP:
+                self._close_transport()
+            # CONNECTING has its own backend timeout, which answers 504.
+
+    # --------------------------------------------------------------- handshake
+    async def _upgrade(self, request: Request) -> None:
+        gw = self.gw
+        timeout = gw.config.gateway.backend_handshake_timeout_s
+        try:
+            route, suffix = gw.routes.match(request.path)
+            api = route.api
+            self.api_label = f"{api.name}:{api.version}"
+            offer = handshake.check_client_upgrade(request)
+            if api.auth == "oauth2":
+                token, query = extract_token(request.headers, request.query)
+                claims = gw.verifier.verify(token)
+                grant = gw.registry.authorize(claims, api)
+            else:
+                query = strip_token(request.query)
+                grant = gw.registry.anonymous(api)
+            backend = route.backend_for(grant.key_type)
+            self.grant = grant
+            upgrade, key = handshake.backend_upgrade_request(
+                backend, backend.target(suffix, query), offer, request, self.peer, self.secure
+            )
+            async with asyncio.timeout(timeout):
+                response = await self._connect_backend(backend, upgrade)
+            answer = handshake.check_backend_answer(response, key, offer)
+        except TimeoutError:
+            self._drop_backend()
+            self._refuse(GatewayTimeout("backend handshake timed out"))
+            return
+        except GatewayError as err:
+            self._drop_backend()
+            self._refuse(err)
+            return
+        except asyncio.CancelledError:
+            self._drop_backend()
+            raise
+        self._open(request, offer, answer, response)
+
+    async def _connect_backend(self, backend, upgrade: bytes) -> Response:  # noqa: ANN001
+        gw = self.gw
+        leg = BackendLeg(self)
+        self.backend = leg
+        try:
+            await gw.loop.create_connection(
+                lambda: leg,
+                backend.host,
+                backend.port,
+                ssl=gw.backend_ssl if backend.secure else None,
+                server_hostname=backend.host if backend.secure else None,
+            )
+        except OSError:
+            raise BadGateway("backend refused the connection") from None
+        assert leg.transport is not None
+        leg.transport.write(upgrade)
+        return await leg.handshake
+
+    def _open(
+        self,
+        request: Request,
+        offer: handshake.ClientOffer,
+        answer: handshake.BackendAnswer,
+        response: Response,
+    ) -> None:
+        assert self.transport is not None and self.backend is not None
+        if self.client_gone:
+            self._drop_backend()
+            return
+        config = self.gw.config.gateway
+        self.state = OPEN
+        self.started = time.monotonic()
+        self.transport.write(handshake.client_switching_protocols(offer, answer))
+        self.c2b = _core.FrameRelay(
+            from_client=True,
+            allow_rsv1=answer.permessage_deflate,
+            max_message_bytes=config.max_message_bytes,
+        )
+        self.b2c = _core.FrameRelay(from_client=False, allow_rsv1=answer.permessage_deflate)
+        self.gw.stats.upgraded(self)
+        self._cancel_timer()
+        self._timer = self.gw.loop.call_later(config.idle_timeout_s, self._idle_check)
+        self.backend.start_relay()
+        if response.trailing:
+            self.backend.data_received(response.trailing)
+        if request.trailing:
+            self.data_received(request.trailing)
+        self.resume(PAUSE_HANDSHAKE)
+
+    # ------------------------------------------------------------ frame events
+    def _client_event(self, event: int) -> None:
+        relay = self.c2b
+        assert relay is not None
+        if event == _core.CLOSE:
+            self.client_close_received = True
+            if not self.backend_close_sent:
+                self._record_close(relay.close_code, "client")
+                self.backend_close_sent = self.backend is not None and self.backend.alive
+                self._begin_closing()
+        elif event == _core.ERROR:
+            self._record_close(relay.error_code, "gateway")
+            self._close_client(relay.error_code, relay.error_reason, fail=True)
+            self._close_backend(relay.error_code, relay.error_reason)
+        self._check_done()
+
+    def backend_event(self, event: int) -> None:
+        relay = self.b2c
+        assert relay is not None
+        if event == _core.CLOSE:
+            self.backend_close_received = True
+            if not self.client_close_sent:
+                self._record_close(relay.close_code, "backend")
+                self.client_close_sent = not self.client_gone
+                self._begin_closing()
+        elif event == _core.ERROR:
+            self._record_close(BAD_GATEWAY, "gateway")
+            assert self.backend is not None
+            self.backend.fail(relay.error_code, relay.error_reason)
+            self._close_client(BAD_GATEWAY, "backend protocol error")
+        self._check_done()
+
+    def backend_lost(self) -> None:
+        """The backend's TCP connection ended."""
+        if self.state == OPEN or self.state == CLOSING:
+            if not self.backend_close_received:
+                self._record_close(BAD_GATEWAY, "gateway")
+                self._close_client(BAD_GATEWAY, "backend closed without a close frame")
+            self.backend_close_received = self.backend_close_sent = True
+        # Nothing will drain the client's writes into the backend any more.
+        self.resume(PAUSE_BACKPRESSURE)
+        self._check_done()
+        self._finish()
+
+    # ---------------------------------------------------------------- closing
+    def _record_close(self, code: int, by: str) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.closed_by = by
+
+    def _begin_closing(self) -> None:
+        if self.state == OPEN:
+            self.state = CLOSING
+            self._cancel_timer()
+            self._timer = self.gw.loop.call_later(
+                self.gw.config.gateway.close_timeout_s, self._close_timeout
+            )
+
+    def _close_client(self, code: int, reason: str, *, fail: bool = False) -> None:
+        """Send the client a close frame of the gateway's own. `fail`: the client broke the
+        protocol, so its reply is not awaited (RFC 6455 §7.1.7)."""
+        if not self.client_close_sent and not self.client_gone and self.transport is not None:
+            payload = _core.build_close_payload(code, reason)
+            self.transport.write(_core.build_frame(_core.OP_CLOSE, payload))
+            self.client_close_sent = True
+        if fail:
+            self.client_close_received = True
+        self._begin_closing()
+
+    def _close_backend(self, code: int, reason: str) -> None:
+        backend = self.backend
+        if backend is not None and backend.alive and not self.backend_close_sent:
+            payload = _core.build_close_payload(code, reason)
+            backend.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
+            self.backend_close_sent = True
+        self._begin_closing()
+
+    def _check_done(self) -> None:
+        if self.client_close_sent and self.client_close_received:
+            self._close_transport()
+        if self.backend_close_sent and self.backend_close_received and self.backend is not None:
+            self.backend.await_server_close()
+
+    def _close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self, reason: str = "gateway shutting down") -> None:
+        """Close with 1001 on both sides (SIGTERM)."""
+        if self.state in (OPEN, CLOSING):
+            self._record_close(GOING_AWAY, "gateway")
+            self._close_client(GOING_AWAY, reason)
+            self._close_backend(GOING_AWAY, reason)
+            self._check_done()
+        elif self.state == HTTP:
+            self._close_transport()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._drop_backend()
+
+    def _close_timeout(self) -> None:
+        self._timer = None
+        log.debug("close handshake with %s timed out", self.peer)
+        self.abort()
+
+    def _idle_check(self) -> None:
+        if self.activity == self._seen_activity and self.state == OPEN:
+            self._timer = None
+            self._record_close(GOING_AWAY, "gateway")
+            self._close_client(GOING_AWAY, "idle timeout")
+            self._close_backend(GOING_AWAY, "idle timeout")
+            return
+        self._seen_activity = self.activity
+        self._timer = self.gw.loop.call_later(
+            self.gw.config.gateway.idle_timeout_s / 2, self._idle_check
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _drop_backend(self) -> None:
+        if self.backend is not None:
+            self.backend.abort()
+
+    def _finish(self) -> None:
+        """Called when a transport ends; forgets the connection once both have."""
+        if not self.client_gone:
+            return
+        backend = self.backend
+        if backend is not None and backend.alive:
+            return
+        if self.state != CLOSED:
+            if self.state in (OPEN, CLOSING):
+                self.gw.stats.ended(self)
+            self.state = CLOSED
+            self._cancel_timer()
+            self.gw.connections.discard(self)
+
+
+class BackendLeg(asyncio.Protocol):
+    """The gateway's connection to a backend; it reports everything to its ClientLeg."""
+
+    def __init__(self, client: ClientLeg) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.handshake: asyncio.Future[Response] = client.gw.loop.create_future()
+        self.reader: ResponseReader | None = ResponseReader()
+        self.relay: _core.FrameRelay | None = None
+        self.alive = False
+        self.paused = 0
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.alive = True
+
+    def data_received(self, data: bytes) -> None:
+        relay = self.relay
+        if relay is not None:
+            client = self.client
+            client.activity += 1
+            event = relay.process(data)
+            out = relay.take_output()
+            if out is not None and not client.client_close_sent and not client.client_gone:
+                client.transport.write(out)  # type: ignore[union-attr]
+            if event:
+                client.backend_event(event)
+            return
+        if self.reader is not None:
+            try:
+                response = self.reader.feed(data)
+            except GatewayError:
+                self._fail_handshake(BadGateway("backend sent a malformed HTTP response"))
+                return
+            if response is not None:
+                self.reader = None
+                if not self.handshake.done():
+                    self.handshake.set_result(response)
+                self.pause(PAUSE_HANDSHAKE)  # until the client leg is ready to relay
+
+    def start_relay(self) -> None:
+        self.relay = self.client.b2c
+        self.resume(PAUSE_HANDSHAKE)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.alive = False
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._fail_handshake(BadGateway("backend closed the connection during the handshake"))
+        self.client.backend_lost()
+
+    def pause_writing(self) -> None:
+        self.client.pause(PAUSE_BACKPRESSURE)
+
+    def resume_writing(self) -> None:
+        self.client.resume(PAUSE_BACKPRESSURE)
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.alive and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.alive and self.transport is not None:
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.alive and self.transport is not None:
+            self.transport.write(data)
+
+    def fail(self, code: int, reason: str) -> None:
+        """The backend broke the protocol: send our close and drop it (RFC 6455 §7.1.7)."""
+        client = self.client
+        if not client.backend_close_sent:
+            payload = _core.build_close_payload(code, reason)
+            self.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
+            client.backend_close_sent = True
+        client.backend_close_received = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def await_server_close(self) -> None:
+        """Both close frames are through: the backend, as the server, closes TCP first
+        (RFC 6455 §7.1.1), which spares the gateway a TIME_WAIT per connection. Bounded."""
+        if self.alive and self._close_timer is None:
+            self._close_timer = self.client.gw.loop.call_later(
+                self.client.gw.config.gateway.close_timeout_s, self.abort
+            )
+
+    def abort(self) -> None:
+        if self.transport is not None and self.alive:
+            self.transport.abort()
+
+    def _fail_handshake(self, err: GatewayError) -> None:
+        if not self.handshake.done():
+            self.handshake.set_exception(err)
+            self.handshake.exception()  # mark retrieved: the awaiting task may be gone

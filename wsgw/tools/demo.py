@@ -8,6 +8,7 @@ sandbox and the gateway in this process, prints how to call it, and runs until C
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 import signal
 import sys
@@ -131,8 +132,11 @@ def cmd_demo(args) -> int:  # noqa: ANN001
     import uvloop
 
     from wsgw.app import configure_logging
+    from wsgw.tools.echo import PICOWS_LOGGER
 
     configure_logging("info")
+    # The echo backends' per-connection lines would bury the gateway's own.
+    logging.getLogger(PICOWS_LOGGER).setLevel(logging.WARNING)
     if args.dir:
         directory = Path(args.dir).resolve()
         directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,179 @@
+"""Hypothesis: compiled == pure on random frame streams, chunkings and bucket operations."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .core_support import COMPILED, PURE, Impl, counters, feed, header, split, unmasked
+
+needs_compiled = pytest.mark.skipif(COMPILED is None, reason="compiled core not built")
+SETTINGS = settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+KEYS = st.binary(min_size=4, max_size=4)
+
+
+@st.composite
+def one_frame(draw: st.DrawFn, client: bool) -> bytes:
+    """A frame that is usually valid and sometimes broken in one way or another."""
+    kind = draw(st.sampled_from(["frame"] * 12 + ["huge", "garbage"]))
+    if kind == "garbage":
+        return draw(st.binary(max_size=16))
+    opcode = draw(st.one_of(st.sampled_from([0, 1, 2, 8, 9, 10]), st.integers(0, 15)))
+    fin = draw(st.sampled_from([True, True, False]))
+    rsv = draw(st.sampled_from([0, 0, 0, 0, 4, 2, 1]))
+    masked = draw(st.sampled_from([client] * 9 + [not client]))
+    key = draw(KEYS) if masked else None
+    encoding = draw(st.sampled_from([None, None, None, 16, 64]))
+    if kind == "huge":  # a header announcing far more than will ever arrive
+        length = draw(st.integers(0, (1 << 64) - 1))
+        return header(opcode, length, fin=fin, rsv=rsv, key=key, encoding=64)
+    if opcode == 8 and draw(st.booleans()):
+        payload = draw(st.integers(0, 0xFFFF)).to_bytes(2, "big") + draw(st.binary(max_size=8))
+    else:
+        payload = draw(st.binary(max_size=draw(st.sampled_from([3, 130, 300]))))
+    body = PURE.mask.apply_mask(payload, key) if key is not None else payload
+    length = len(payload)
+    if encoding == 16 and length > 0xFFFF:
+        encoding = 64
+    return header(opcode, length, fin=fin, rsv=rsv, key=key, encoding=encoding) + body
+
+
+@st.composite
+def relay_case(draw: st.DrawFn) -> dict[str, Any]:
+    client = draw(st.booleans())
+    stream = b"".join(draw(st.lists(one_frame(client), max_size=12)))
+    cuts = draw(st.lists(st.integers(0, max(len(stream), 1)), max_size=30))
+    if draw(st.integers(0, 9)) == 0:
+        cuts = list(range(len(stream)))  # byte by byte
+    return {
+        "client": client,
+        "allow_rsv1": draw(st.booleans()),
+        "max_message_bytes": draw(st.sampled_from([0, 0, 1, 100, 400])),
+        "stream": stream,
+        "chunks": split(stream, cuts),
+    }
+
+
+def run_relay(impl: Impl, case: dict[str, Any], chunks: list[bytes]) -> dict[str, Any]:
+    relay = impl.frames.FrameRelay(from_client=case["client"], allow_rsv1=case["allow_rsv1"],
+                                   max_message_bytes=case["max_message_bytes"])
+    events, out, sizes = feed(relay, chunks)
+    return {"events": events, "out": out, "sizes": sizes, "counters": counters(relay)}
+
+
+@needs_compiled
+@SETTINGS
+@given(relay_case())
+def test_relay_compiled_equals_pure(case: dict[str, Any]) -> None:
+    assert COMPILED is not None
+    pure = run_relay(PURE, case, case["chunks"])
+    compiled = run_relay(COMPILED, case, case["chunks"])
+    assert compiled["events"] == pure["events"]
+    assert compiled["sizes"] == pure["sizes"]
+    assert compiled["counters"] == pure["counters"]
+    if case["client"]:
+        assert unmasked(compiled["out"]) == unmasked(pure["out"])
+    else:
+        assert compiled["out"] == pure["out"]
+
+
+BOTH = [
+    pytest.param(COMPILED, id="cython", marks=needs_compiled),
+    pytest.param(PURE, id="python"),
+]
+
+
+@pytest.mark.parametrize("impl", BOTH)
+@SETTINGS
+@given(case=relay_case())
+def test_relay_chunking_does_not_matter(impl: Impl, case: dict[str, Any]) -> None:
+    whole = run_relay(impl, case, [case["stream"]])
+    chunked = run_relay(impl, case, case["chunks"])
+    assert chunked["events"] == whole["events"]
+    assert len(whole["events"]) <= 1
+    assert chunked["counters"] == whole["counters"]
+    assert unmasked(chunked["out"]) == unmasked(whole["out"])
+    if case["client"]:
+        assert len(chunked["out"]) == len(whole["out"])
+    else:  # verbatim: the output is a prefix of the input
+        assert chunked["out"] == whole["out"] == case["stream"][: len(whole["out"])]
+
+
+MAX = 2**62
+UNITS = 60 * 10**9
+
+
+@st.composite
+def bucket_case(draw: st.DrawFn) -> tuple[int, int, int, list[tuple[str, int, int]]]:
+    rate = draw(st.one_of(st.integers(1, 1000), st.integers(1, MAX)))
+    burst = draw(st.one_of(st.integers(0, min(100, MAX - rate)), st.integers(0, MAX - rate)))
+    start = draw(st.integers(-(2**62), 2**62))
+    ops = draw(st.lists(st.tuples(
+        st.sampled_from(["consume", "force_consume", "give_back", "available", "retry"]),
+        st.one_of(st.integers(0, 100), st.integers(0, MAX)),
+        st.one_of(st.integers(-(10**9), 10**11), st.integers(0, 2**62)),
+    ), max_size=40))
+    return rate, burst, start, ops
+
+
+def run_bucket(impl: Impl, case: tuple[int, int, int, list[tuple[str, int, int]]]) -> list[Any]:
+    rate, burst, now, ops = case
+    bucket = impl.bucket.TokenBucket(rate, burst, now_ns=now)
+    trace: list[Any] = []
+    for op, n, dt in ops:
+        now = max(-(2**63), min(now + dt, 2**63 - 1))
+        if op == "consume":
+            trace.append(bucket.consume(n, now))
+        elif op == "force_consume":
+            trace.append(bucket.force_consume(n, now))
+        elif op == "give_back":
+            trace.append(bucket.give_back(n, now))
+        elif op == "retry":
+            trace.append(bucket.retry_after_ns(n, now))
+        trace.append(bucket.available(now))
+    return trace
+
+
+def model_bucket(case: tuple[int, int, int, list[tuple[str, int, int]]]) -> list[Any]:
+    """The bucket written the obvious way with exact fractions: checks the spec itself."""
+    rate, burst, now, ops = case
+    cap = rate + burst
+    level = Fraction(cap)
+    last = now
+    trace: list[Any] = []
+    for op, n, dt in ops:
+        now = max(-(2**63), min(now + dt, 2**63 - 1))
+        if now > last:
+            level = min(level + Fraction((now - last) * rate, UNITS), cap)
+            last = now
+        if op == "consume":
+            ok = level >= n
+            level -= n if ok else 0
+            trace.append(ok)
+        elif op == "force_consume":
+            level = max(level - n, -MAX)
+            trace.append(None)
+        elif op == "give_back":
+            level = min(level + n, cap)
+            trace.append(None)
+        elif op == "retry":
+            deficit = min(n, cap) - level
+            wait = 0 if deficit <= 0 else -(-(deficit * UNITS) // rate)
+            trace.append(min(int(wait), 2**63 - 1))
+        trace.append(level.__floor__())
+    return trace
+
+
+@SETTINGS
+@given(bucket_case())
+def test_bucket_matches_exact_model(case: tuple[int, int, int, list[tuple[str, int, int]]]) -> None:
+    expected = model_bucket(case)
+    assert run_bucket(PURE, case) == expected
+    if COMPILED is not None:
+        assert run_bucket(COMPILED, case) == expected

@@ -1,0 +1,76 @@
+# The frame codec's C contract: the relay state lives in C fields, not Python objects.
+from cpython.object cimport PyObject
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef enum:
+    MAX_HEADER = 14
+    MAX_CONTROL_PAYLOAD = 125
+    MAX_RETAINED = 139   # MAX_HEADER + MAX_CONTROL_PAYLOAD
+
+
+# One parsed frame header (RFC 6455 §5.2), no policy checked.
+cdef struct FrameHead:
+    bint fin
+    bint rsv1
+    bint rsv2
+    bint rsv3
+    bint masked
+    int opcode
+    uint32_t key              # the 4 mask bytes in wire order (memcpy), 0 when unmasked
+    uint64_t length           # payload length as sent (may have bit 63 set)
+    Py_ssize_t header_length
+
+
+# Parses the header at p[0:n] into h; returns its length, or 0 when more bytes are needed.
+cdef Py_ssize_t parse_head(const unsigned char* p, Py_ssize_t n, FrameHead* h) noexcept nogil
+
+
+cdef class FrameHeader:
+    cdef readonly bint fin
+    cdef readonly bint rsv1
+    cdef readonly bint rsv2
+    cdef readonly bint rsv3
+    cdef readonly int opcode
+    cdef readonly bint masked
+    cdef readonly object mask_key
+    cdef readonly object payload_length
+    cdef readonly Py_ssize_t header_length
+
+
+cdef class FrameRelay:
+    cdef readonly bint from_client
+    cdef readonly bint allow_rsv1
+    cdef readonly uint64_t max_message_bytes
+
+    cdef int _state
+    cdef unsigned char _hbuf[MAX_RETAINED + 1]   # partial header, or control frame so far
+    cdef Py_ssize_t _hlen
+    cdef FrameHead _ctl                # header of the control frame being collected
+    cdef uint64_t _remaining           # payload bytes of the current data frame to come
+    cdef uint32_t _xkey                # client key ^ relay key of the frame being streamed
+    cdef Py_ssize_t _phase             # payload offset mod 4 of the next streamed byte
+    cdef bint _fragmented
+    cdef uint64_t _message_bytes
+
+    # Pending output: an owned bytes object of exactly _out_len bytes (refcount 1, so it
+    # can be grown in place), or the caller's own input passed through (_out_shared).
+    cdef PyObject* _out
+    cdef Py_ssize_t _out_len
+    cdef bint _out_shared
+
+    cdef readonly int close_code
+    cdef readonly bytes close_reason
+    cdef readonly int error_code
+    cdef readonly str error_reason
+    cdef readonly uint64_t data_frames
+    cdef readonly uint64_t data_bytes
+    cdef readonly uint64_t control_frames
+    cdef readonly bint closed
+
+    cdef int _run(self, const unsigned char* p, Py_ssize_t n, object whole) except -1
+    cdef int _check(self, FrameHead* h) noexcept nogil
+    cdef int _fail(self, int err) except -1
+    cdef Py_ssize_t _emit_control(self, const unsigned char* frame, FrameHead* h,
+                                  unsigned char* dst) except -1
+    cdef unsigned char* _reserve(self, Py_ssize_t extra) except NULL
+    cdef int _fit_output(self) except -1

@@ -1,0 +1,570 @@
+"""The sans-I/O WebSocket frame relay codec (RFC 6455 §5); twin of frames_py.py (the spec).
+
+Per frame, everything is C: the header is parsed in place, checked against C-level state,
+and the payload streamed through (re-masked for the backend with one XOR of
+``client_key ^ relay_key``). One process() call allocates at most one output object, and
+in the backend-to-client direction an input that passes through whole is handed back as is.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from wsgw._core.mask cimport fresh_key, xor_mask
+
+from wsgw._core.mask import random_key
+
+OP_CONT = 0
+OP_TEXT = 1
+OP_BINARY = 2
+OP_CLOSE = 8
+OP_PING = 9
+OP_PONG = 10
+
+NEED_DATA = 0
+CLOSE = 1
+ERROR = 2
+
+cdef enum:
+    _NEED_DATA = 0
+    _CLOSE = 1
+    _ERROR = 2
+    _S_HEADER = 0     # expecting (the rest of) a frame header
+    _S_PAYLOAD = 1    # streaming a data frame's payload
+    _S_CONTROL = 2    # collecting a control frame's payload
+
+# Protocol errors found at header time: _check returns an index into _ERRORS, so the
+# per-frame path handles no Python object; the message is looked up only on failure.
+cdef enum:
+    _E_NOT_MASKED = 1
+    _E_MASKED
+    _E_RSV23
+    _E_OPCODE
+    _E_LENGTH
+    _E_CONTROL_LONG
+    _E_CONTROL_FRAGMENTED
+    _E_CONTROL_RSV1
+    _E_CLOSE_ONE_BYTE
+    _E_CONTINUATION
+    _E_CONTINUATION_RSV1
+    _E_NEW_MESSAGE
+    _E_RSV1
+    _E_TOO_BIG
+
+_ERRORS = (
+    None,
+    (1002, "frame not masked"),
+    (1002, "frame masked"),
+    (1002, "reserved bit RSV2 or RSV3 set"),
+    (1002, "reserved opcode"),
+    (1002, "payload length has the most significant bit set"),
+    (1002, "control frame payload too long"),
+    (1002, "fragmented control frame"),
+    (1002, "RSV1 set on a control frame"),
+    (1002, "close frame payload of 1 byte"),
+    (1002, "continuation frame without a message"),
+    (1002, "RSV1 set on a continuation frame"),
+    (1002, "new message inside a fragmented message"),
+    (1002, "RSV1 set without an extension"),
+    (1009, "message too big"),
+)
+
+_UNSENDABLE_CODES = frozenset((1005, 1006, 1015))
+_MAX_CLOSE_REASON = 123
+
+cdef extern from "Python.h":
+    # Own declarations: a raw new reference we manage, so _PyBytes_Resize can grow it.
+    PyObject* _new_bytes "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n) except NULL
+    int _PyBytes_Resize(PyObject** pv, Py_ssize_t n)
+    char* _bytes_data "PyBytes_AS_STRING"(PyObject* o)
+
+
+cdef Py_ssize_t parse_head(const unsigned char* p, Py_ssize_t n, FrameHead* h) noexcept nogil:
+    cdef Py_ssize_t hl = 2
+    cdef uint64_t length
+    cdef unsigned char b1
+    if n < 2:
+        return 0
+    b1 = p[1]
+    length = b1 & 0x7F
+    if length == 126:
+        hl = 4
+    elif length == 127:
+        hl = 10
+    if b1 & 0x80:
+        hl += 4
+    if n < hl:
+        return 0
+    if length == 126:
+        length = (<uint64_t>p[2] << 8) | p[3]
+    elif length == 127:
+        length = ((<uint64_t>p[2] << 56) | (<uint64_t>p[3] << 48) | (<uint64_t>p[4] << 40)
+                  | (<uint64_t>p[5] << 32) | (<uint64_t>p[6] << 24) | (<uint64_t>p[7] << 16)
+                  | (<uint64_t>p[8] << 8) | <uint64_t>p[9])
+    h.fin = (p[0] & 0x80) != 0
+    h.rsv1 = (p[0] & 0x40) != 0
+    h.rsv2 = (p[0] & 0x20) != 0
+    h.rsv3 = (p[0] & 0x10) != 0
+    h.opcode = p[0] & 0x0F
+    h.masked = (b1 & 0x80) != 0
+    h.key = 0
+    if h.masked:
+        memcpy(&h.key, p + hl - 4, 4)
+    h.length = length
+    h.header_length = hl
+    return hl
+
+
+cdef class FrameHeader:
+    """A parsed frame header (see parse_header)."""
+
+    def __repr__(self):
+        return (
+            f"FrameHeader(fin={self.fin}, rsv1={self.rsv1}, rsv2={self.rsv2}, "
+            f"rsv3={self.rsv3}, opcode={self.opcode}, masked={self.masked}, "
+            f"mask_key={self.mask_key!r}, payload_length={self.payload_length}, "
+            f"header_length={self.header_length})"
+        )
+
+
+def parse_header(buf, Py_ssize_t offset=0):
+    """Parse the frame header at ``buf[offset:]``; None when more bytes are needed.
+
+    Parsing only: no protocol policy is checked (reserved bits, opcodes, lengths).
+    """
+    cdef Py_buffer view
+    cdef FrameHead h
+    cdef FrameHeader out
+    cdef Py_ssize_t hl
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        if offset < 0 or offset > view.len:
+            raise ValueError("offset out of range")
+        hl = parse_head(<const unsigned char*>view.buf + offset, view.len - offset, &h)
+    finally:
+        PyBuffer_Release(&view)
+    if hl == 0:
+        return None
+    out = FrameHeader.__new__(FrameHeader)
+    out.fin = h.fin
+    out.rsv1 = h.rsv1
+    out.rsv2 = h.rsv2
+    out.rsv3 = h.rsv3
+    out.opcode = h.opcode
+    out.masked = h.masked
+    out.mask_key = PyBytes_FromStringAndSize(<char*>&h.key, 4) if h.masked else None
+    out.payload_length = h.length
+    out.header_length = hl
+    return out
+
+
+def build_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, bint mask=False):
+    """One frame with the shortest length encoding; ``mask=True`` uses a fresh random key.
+
+    No policy is checked (a 200-byte ping is built as asked), so tests can build bad frames.
+    """
+    cdef Py_buffer view
+    cdef unsigned char head[MAX_HEADER]
+    cdef Py_ssize_t hl, n, i
+    cdef uint32_t key = 0
+    cdef bytes out
+    cdef unsigned char* o
+    cdef unsigned char mask_bit = 0x80 if mask else 0
+    if not 0 <= opcode <= 15:
+        raise ValueError("opcode must be in 0..15")
+    if mask:
+        memcpy(&key, PyBytes_AS_STRING(random_key()), 4)
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        n = view.len
+        head[0] = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+        if n < 126:
+            head[1] = mask_bit | <unsigned char>n
+            hl = 2
+        elif n < 65536:
+            head[1] = mask_bit | 126
+            head[2] = <unsigned char>(n >> 8)
+            head[3] = <unsigned char>n
+            hl = 4
+        else:
+            head[1] = mask_bit | 127
+            for i in range(8):
+                head[2 + i] = <unsigned char>((<uint64_t>n) >> (56 - 8 * i))
+            hl = 10
+        if mask:
+            memcpy(head + hl, &key, 4)
+            hl += 4
+        out = PyBytes_FromStringAndSize(NULL, hl + n)
+        o = <unsigned char*>PyBytes_AS_STRING(out)
+        memcpy(o, head, hl)
+        if mask:
+            xor_mask(o + hl, <const unsigned char*>view.buf, n, key, 0)
+        else:
+            memcpy(o + hl, view.buf, n)
+        return out
+    finally:
+        PyBuffer_Release(&view)
+
+
+def build_close_payload(int code, reason=b""):
+    """The payload of a close frame: 2-byte code + reason of at most 123 bytes.
+
+    1005, 1006 and 1015 must never be sent, so they give an empty payload (a close frame
+    without a code). A str reason is cut at a UTF-8 character boundary.
+    """
+    cdef Py_ssize_t cut
+    if not 0 <= code <= 0xFFFF:
+        raise ValueError("close code must be in 0..65535")
+    if code in _UNSENDABLE_CODES:
+        return b""
+    if isinstance(reason, str):
+        raw = reason.encode("utf-8")
+        cut = min(len(raw), _MAX_CLOSE_REASON)
+        if cut < len(raw):
+            while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # continuation byte
+                cut -= 1
+    else:
+        raw = bytes(reason)
+        cut = min(len(raw), _MAX_CLOSE_REASON)
+    return code.to_bytes(2, "big") + raw[:cut]
+
+
+cdef class FrameRelay:
+    """Validates and forwards the frames of one direction of a WebSocket connection.
+
+    ``process(data)`` consumes bytes and returns NEED_DATA, CLOSE (a close frame went
+    through; it is the last thing in the output) or ERROR (``error_code``/``error_reason``
+    say why; the output holds what came before the offending frame). ``take_output()``
+    hands over everything produced since the last call as one bytes object.
+    """
+
+    def __cinit__(self):
+        self._out = NULL
+
+    def __init__(self, *, bint from_client, bint allow_rsv1=False, max_message_bytes=0):
+        if max_message_bytes < 0:
+            raise ValueError("max_message_bytes must be >= 0 (0 = no limit)")
+        self.from_client = from_client
+        self.allow_rsv1 = allow_rsv1
+        self.max_message_bytes = max_message_bytes
+        self._state = _S_HEADER
+        self._hlen = 0
+        self._remaining = 0
+        self._xkey = 0
+        self._phase = 0
+        self._fragmented = False
+        self._message_bytes = 0
+        Py_XDECREF(self._out)
+        self._out = NULL
+        self._out_len = 0
+        self._out_shared = False
+        self.close_code = 0
+        self.close_reason = b""
+        self.error_code = 0
+        self.error_reason = ""
+        self.data_frames = 0
+        self.data_bytes = 0
+        self.control_frames = 0
+        self.closed = False
+
+    def __dealloc__(self):
+        Py_XDECREF(self._out)
+        self._out = NULL
+
+    def take_output(self):
+        cdef object out
+        if self._out == NULL:
+            return None
+        out = <object>self._out  # a new reference for the caller; ours is dropped below
+        Py_DECREF(out)
+        self._out = NULL
+        self._out_len = 0
+        self._out_shared = False
+        return out
+
+    def process(self, data):
+        cdef Py_buffer view
+        cdef int result
+        if self.closed:
+            return _NEED_DATA
+        if type(data) is bytes:
+            return self._run(<const unsigned char*>PyBytes_AS_STRING(data), len(<bytes>data),
+                             data)
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            result = self._run(<const unsigned char*>view.buf, view.len, None)
+        finally:
+            PyBuffer_Release(&view)
+        return result
+
+    cdef unsigned char* _reserve(self, Py_ssize_t extra) except NULL:
+        """Grow the pending output by ``extra`` bytes; returns where they start."""
+        cdef PyObject* fresh
+        if self._out == NULL:
+            self._out = _new_bytes(NULL, extra)
+        elif self._out_shared:
+            fresh = _new_bytes(NULL, self._out_len + extra)
+            memcpy(_bytes_data(fresh), _bytes_data(self._out), self._out_len)
+            Py_DECREF(<object>self._out)
+            self._out = fresh
+            self._out_shared = False
+        elif _PyBytes_Resize(&self._out, self._out_len + extra) < 0:
+            self._out_len = 0  # _PyBytes_Resize freed the object and set _out to NULL
+            return NULL
+        return <unsigned char*>_bytes_data(self._out) + self._out_len
+
+    cdef int _fit_output(self) except -1:
+        """Trim the pending output to the bytes actually written."""
+        if self._out_len == 0:
+            Py_XDECREF(self._out)
+            self._out = NULL
+        elif _PyBytes_Resize(&self._out, self._out_len) < 0:
+            self._out_len = 0
+            return -1
+        return 0
+
+    cdef int _check(self, FrameHead* h) noexcept nogil:
+        """Protocol checks at header time; accepts the frame (state, counters) if it passes.
+
+        Returns 0, or an index into _ERRORS (nothing changed then).
+        """
+        cdef int op = h.opcode
+        cdef uint64_t so_far
+        if self.from_client and not h.masked:
+            return _E_NOT_MASKED
+        if not self.from_client and h.masked:
+            return _E_MASKED
+        if h.rsv2 or h.rsv3:
+            return _E_RSV23
+        if (3 <= op <= 7) or op >= 11:
+            return _E_OPCODE
+        if h.length >> 63:
+            return _E_LENGTH
+        if op >= 8:
+            if h.length > MAX_CONTROL_PAYLOAD:
+                return _E_CONTROL_LONG
+            if not h.fin:
+                return _E_CONTROL_FRAGMENTED
+            if h.rsv1:
+                return _E_CONTROL_RSV1
+            if op == 8 and h.length == 1:
+                return _E_CLOSE_ONE_BYTE
+            return 0
+        if op == 0:
+            if not self._fragmented:
+                return _E_CONTINUATION
+            if h.rsv1:
+                return _E_CONTINUATION_RSV1
+        else:
+            if self._fragmented:
+                return _E_NEW_MESSAGE
+            if h.rsv1 and not self.allow_rsv1:
+                return _E_RSV1
+        if self.max_message_bytes:
+            so_far = self._message_bytes if op == 0 else 0
+            if so_far + h.length > self.max_message_bytes:
+                return _E_TOO_BIG
+            self._message_bytes = so_far + h.length
+        self._fragmented = not h.fin
+        self.data_frames += 1
+        self.data_bytes += h.length
+        return 0
+
+    cdef int _fail(self, int err) except -1:
+        self.error_code, self.error_reason = _ERRORS[err]
+        return 0
+
+    cdef Py_ssize_t _emit_control(self, const unsigned char* frame, FrameHead* h,
+                                  unsigned char* dst) except -1:
+        """Forward a complete control frame to dst (client direction; NULL otherwise).
+
+        Returns the bytes written. A close frame sets close_code, close_reason and closed.
+        """
+        cdef Py_ssize_t hl = h.header_length
+        cdef Py_ssize_t n = <Py_ssize_t>h.length
+        cdef const unsigned char* payload = frame + hl
+        cdef unsigned char plain[MAX_CONTROL_PAYLOAD]
+        cdef uint32_t key
+        cdef Py_ssize_t written = 0
+        if self.from_client:
+            key = fresh_key(h.key)
+            memcpy(dst, frame, hl - 4)
+            memcpy(dst + hl - 4, &key, 4)
+            xor_mask(dst + hl, payload, n, h.key ^ key, 0)
+            written = hl + n
+        self.control_frames += 1
+        if h.opcode != 8:
+            return written
+        if self.from_client:
+            xor_mask(plain, payload, n, h.key, 0)
+            payload = plain
+        if n >= 2:
+            self.close_code = (payload[0] << 8) | payload[1]
+            self.close_reason = PyBytes_FromStringAndSize(<const char*>payload + 2, n - 2)
+        else:
+            self.close_code = 1005
+            self.close_reason = b""
+        self.closed = True
+        return written
+
+    cdef int _run(self, const unsigned char* p, Py_ssize_t n, object whole) except -1:
+        cdef bint client = self.from_client
+        cdef int result = _NEED_DATA
+        cdef int state = self._state
+        cdef Py_ssize_t pos = 0, avail, take, hl, before, frame_start
+        cdef Py_ssize_t old_hlen = self._hlen
+        cdef Py_ssize_t end = 0        # server direction: data[:end] goes out verbatim
+        cdef Py_ssize_t w = 0          # client direction: bytes written at o
+        cdef bint emitted = False
+        cdef bint from_hbuf
+        cdef unsigned char* o = NULL
+        cdef unsigned char pre[MAX_RETAINED]
+        cdef const unsigned char* frame
+        cdef FrameHead h
+        cdef uint32_t key
+        cdef int err
+
+        # Server direction: this call's output is the retained bytes (once their frame
+        # completes) followed by data[:end], verbatim. Nothing is copied until the end.
+        if old_hlen and not client:
+            memcpy(pre, self._hbuf, old_hlen)
+        while True:
+            if state == _S_PAYLOAD:
+                avail = n - pos
+                if avail == 0:
+                    break
+                take = avail if <uint64_t>avail < self._remaining else <Py_ssize_t>self._remaining
+                if client:
+                    if o == NULL:
+                        o = self._reserve(old_hlen + n)
+                    xor_mask(o + w, p + pos, take, self._xkey, self._phase)
+                    w += take
+                    self._phase = (self._phase + take) & 3
+                pos += take
+                self._remaining -= take
+                end = pos
+                emitted = True
+                if self._remaining == 0:
+                    state = _S_HEADER
+                continue
+
+            if state == _S_CONTROL:
+                take = <Py_ssize_t>self._ctl.header_length + <Py_ssize_t>self._ctl.length
+                take -= self._hlen
+                if take > n - pos:
+                    take = n - pos
+                memcpy(self._hbuf + self._hlen, p + pos, take)
+                self._hlen += take
+                pos += take
+                if self._hlen < self._ctl.header_length + <Py_ssize_t>self._ctl.length:
+                    break
+                self._hlen = 0
+                state = _S_HEADER
+                if client and o == NULL:
+                    o = self._reserve(old_hlen + n)
+                w += self._emit_control(self._hbuf, &self._ctl, o + w if client else NULL)
+                end = pos
+                emitted = True
+                if self._ctl.opcode == 8:
+                    result = _CLOSE
+                    break
+                continue
+
+            # _S_HEADER
+            avail = n - pos
+            if self._hlen == 0:
+                if avail == 0:
+                    break
+                hl = parse_head(p + pos, avail, &h)
+                if hl == 0:
+                    memcpy(self._hbuf, p + pos, avail)
+                    self._hlen = avail
+                    pos = n
+                    break
+                frame = p + pos
+                frame_start = pos
+                pos += hl
+                from_hbuf = False
+            else:
+                before = self._hlen
+                take = MAX_HEADER - before
+                if take > avail:
+                    take = avail
+                memcpy(self._hbuf + before, p + pos, take)
+                hl = parse_head(self._hbuf, before + take, &h)
+                if hl == 0:
+                    self._hlen = before + take
+                    pos += take
+                    break
+                self._hlen = hl  # what was copied past the header belongs to the payload
+                pos += hl - before
+                frame = self._hbuf
+                from_hbuf = True
+            err = self._check(&h)
+            if err:
+                self._fail(err)
+                self._hlen = 0
+                result = _ERROR
+                break
+
+            if h.opcode >= 8:
+                if not from_hbuf and <uint64_t>(n - pos) >= h.length:
+                    pos += <Py_ssize_t>h.length
+                    if client and o == NULL:
+                        o = self._reserve(old_hlen + n)
+                    w += self._emit_control(frame, &h, o + w if client else NULL)
+                    end = pos
+                    emitted = True
+                    if h.opcode == 8:
+                        result = _CLOSE
+                        break
+                else:
+                    if not from_hbuf:
+                        memcpy(self._hbuf, frame, hl)
+                        self._hlen = hl
+                    self._ctl = h
+                    state = _S_CONTROL
+                continue
+
+            # Data frame: forward the header now, then stream the payload.
+            if client:
+                if o == NULL:
+                    o = self._reserve(old_hlen + n)
+                key = fresh_key(h.key)
+                memcpy(o + w, frame, hl - 4)
+                memcpy(o + w + hl - 4, &key, 4)
+                w += hl
+                self._xkey = h.key ^ key
+                self._phase = 0
+            self._hlen = 0
+            end = pos
+            emitted = True
+            self._remaining = h.length
+            if self._remaining:
+                state = _S_PAYLOAD
+
+        self._state = state
+        if result != _NEED_DATA:
+            self.closed = True
+            self._state = _S_HEADER
+        if client:
+            if o != NULL:
+                self._out_len += w
+                self._fit_output()
+        elif emitted:
+            if self._out == NULL and old_hlen == 0 and end == n and whole is not None:
+                Py_INCREF(whole)
+                self._out = <PyObject*>whole
+                self._out_len = n
+                self._out_shared = True
+            else:
+                if old_hlen == 0 and end == 0:
+                    return result
+                o = self._reserve(old_hlen + end)
+                memcpy(o, pre, old_hlen)
+                memcpy(o + old_hlen, p, end)
+                self._out_len += old_hlen + end
+        return result

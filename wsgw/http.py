@@ -74,10 +74,22 @@ class Response:
 class _Collector:
     """httptools callbacks: accumulate the pieces of one message."""
 
-    __slots__ = ("url", "headers", "body", "head_done", "done", "status", "body_limit")
+    __slots__ = (
+        "url",
+        "headers",
+        "body",
+        "head_done",
+        "done",
+        "status",
+        "body_limit",
+        "head_bytes",
+    )
 
     def __init__(self, body_limit: int) -> None:
         self.url = b""
+        # Size of the head as parsed, whatever the TCP chunks: a limit counted per chunk
+        # misses a whole oversized head arriving in one read.
+        self.head_bytes = 0
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
         self.head_done = False
@@ -87,11 +99,13 @@ class _Collector:
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
 
     def on_status(self, status: bytes) -> None:
         self.status += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4  # ": " and CRLF
         self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1").strip()))
 
     def on_headers_complete(self) -> None:
@@ -137,6 +151,8 @@ class RequestReader:
             raise PayloadTooLarge("request body too large") from None
         except httptools.HttpParserError:
             raise BadRequest("malformed HTTP request") from None
+        if cb.head_bytes > self._max_head:
+            raise HeadersTooLarge("request header fields too large")
         if not cb.head_done:
             self._seen += len(data)
             if self._seen > self._max_head:
@@ -183,6 +199,8 @@ class ResponseReader:
             pass  # the body of a refusal is of no interest: the head is complete
         except httptools.HttpParserError:
             raise BadRequest("malformed HTTP response") from None
+        if self._cb.head_bytes > self._max_head:
+            raise BadRequest("response header fields too large")
         if not self._cb.head_done:
             self._seen += len(data)
             if self._seen > self._max_head:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from wsgw.config import load_config
 from wsgw.oauth.keys import generate_signing_key
 from wsgw.portal import create_app, generate_keys, subscribe
 from wsgw.tools.echo import start_echo_server
+
+from .backends import RawBackend, RawHandler, RecordingBackend
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
@@ -144,3 +148,62 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 @pytest.fixture
 async def env(make_gateway: GatewayFactory) -> Env:
     return await make_gateway()
+
+
+class Peers:
+    """Purpose-built backends of one test, all closed when it ends."""
+
+    def __init__(self) -> None:
+        self.started: list[RawBackend | RecordingBackend] = []
+        self.servers: list[asyncio.Server] = []
+
+    def adopt(self, server: asyncio.Server) -> asyncio.Server:
+        """Close this server (e.g. an echo backend) with the test's other peers."""
+        self.servers.append(server)
+        return server
+
+    async def recording(self, path: str = "", **serve_kwargs: object) -> RecordingBackend:
+        backend = await RecordingBackend().start(path, **serve_kwargs)
+        self.started.append(backend)
+        return backend
+
+    async def raw(self, make_handler: Callable[[RawBackend], RawHandler]) -> RawBackend:
+        """`make_handler(backend)` returns the per-connection handler; it may call
+        `backend.handshake(reader)` to read the gateway's upgrade request."""
+        backend = RawBackend(make_handler)  # type: ignore[arg-type]
+        backend.handler = make_handler(backend)
+        await backend.start()
+        self.started.append(backend)
+        return backend
+
+    async def close(self) -> None:
+        for backend in self.started:
+            backend.close()
+        for server in self.servers:
+            server.close()
+        servers = [b.server for b in self.started if b.server is not None] + self.servers
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+async def peers(make_gateway: GatewayFactory) -> AsyncIterator[Peers]:
+    """Depends on make_gateway so that the peers close first and the gateway's legs end
+    promptly instead of waiting out the stop grace period."""
+    backends = Peers()
+    yield backends
+    await backends.close()
+
+
+@pytest.fixture
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> object:
+    """Fail the test if the gateway (or asyncio on its behalf) logged an error or a stack
+    trace: refusals and misbehaving peers are expected, crashes are not."""
+    caplog.set_level(logging.INFO, logger="wsgw")
+    yield caplog
+    for when in ("setup", "call", "teardown"):
+        for record in caplog.get_records(when):  # type: ignore[arg-type]
+            ours = record.name.startswith(("wsgw", "asyncio"))
+            bad = record.exc_info is not None or record.levelno >= logging.ERROR
+            assert not (ours and bad), f"{record.name}: {record.getMessage()}"

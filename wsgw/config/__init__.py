@@ -12,6 +12,7 @@ from wsgw.config.loader import (
 )
 from wsgw.config.models import (
     KEY_TYPES,
+    Analytics,
     Api,
     AppKeys,
     Application,
@@ -30,6 +31,7 @@ from wsgw.config.models import (
 
 __all__ = [
     "KEY_TYPES",
+    "Analytics",
     "Api",
     "AppKeys",
     "Application",

@@ -438,7 +438,10 @@ def _absolute_paths(config: GatewayConfig, base: str) -> GatewayConfig:
         backend_tls=backend_tls,
     )
     security = replace(config.security, signing_key_file=absolute(config.security.signing_key_file))
-    return replace(config, gateway=gateway, security=security)
+    analytics = config.analytics
+    if analytics.events_file not in (None, "-"):
+        analytics = replace(analytics, events_file=absolute(analytics.events_file))
+    return replace(config, gateway=gateway, security=security, analytics=analytics)
 
 
 def load_subscriptions(

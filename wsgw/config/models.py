@@ -180,6 +180,15 @@ class Tier(Base, frozen=True, kw_only=True):
     on_limit: Literal["drop", "close", "shape"] = "drop"
 
 
+class Analytics(Base, frozen=True, kw_only=True):
+    """Where analytics events go: JSON lines and/or a Redis Stream (needs gateway.redis_url)."""
+
+    events_file: FilePath | None = None  # a path, or "-" for standard output
+    redis_stream: NonEmptyStr | None = None
+    stream_maxlen: PositiveInt = 100_000
+    buffer_events: PositiveInt = 10_000
+
+
 class Endpoints(Base, frozen=True, kw_only=True):
     """Backend URLs; the key type of the access token picks one."""
 
@@ -249,6 +258,7 @@ class GatewayConfig(Base, frozen=True, kw_only=True):
     security: Security = Security()
     tiers: dict[Name, Tier] = msgspec.field(default_factory=lambda: {"Unlimited": Tier()})
     apis: list[Api] = []
+    analytics: Analytics = Analytics()
 
     def api(self, name: str, version: str) -> Api | None:
         """The API called ``name`` at ``version``, if defined."""
@@ -301,6 +311,10 @@ class GatewayConfig(Base, frozen=True, kw_only=True):
                     )
                 else:
                     default_by_context[api.context] = i
+        if self.analytics.redis_stream is not None and self.gateway.redis_url is None:
+            problems.add(
+                "analytics.redis_stream needs gateway.redis_url", "$.analytics.redis_stream"
+            )
         problems.raise_if_any()
 
 

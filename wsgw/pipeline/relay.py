@@ -21,7 +21,14 @@ import time
 from typing import TYPE_CHECKING
 
 from wsgw import _core
-from wsgw.errors import BadGateway, GatewayError, GatewayTimeout, MethodNotAllowed, NotFound
+from wsgw.errors import (
+    BadGateway,
+    GatewayError,
+    GatewayTimeout,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
 from wsgw.http import (
     Request,
     RequestReader,
@@ -49,8 +56,21 @@ GOING_AWAY = 1001
 BAD_GATEWAY = 1014
 
 REQUEST_TIMEOUT_S = 10.0
+# Bytes a client may send after its upgrade request before the gateway's 101: kept for the
+# relay. Past this the client leg stops reading until the backend is ready.
+EARLY_BYTES_MAX = 64 * 1024
 
 HTTP, CONNECTING, OPEN, CLOSING, CLOSED = range(5)
+
+
+def _mid_frame(relay: _core.FrameRelay | None) -> bool:
+    """True when what was relayed in this direction ends inside a data frame: a close
+    frame of the gateway's own written now would be taken as the rest of that frame's
+    payload (a corrupted message delivered as valid). Then only TCP can end the leg.
+
+    FrameRelay.in_frame is asked of the codec (wsgw/_core); until it has it, the old
+    assumption (a frame boundary) stands. Read only when the gateway closes a leg."""
+    return relay is not None and bool(getattr(relay, "in_frame", False))
 
 
 class ClientLeg(asyncio.Protocol):
@@ -70,8 +90,10 @@ class ClientLeg(asyncio.Protocol):
         self.started = time.monotonic()
         self.activity = 0  # bumped per chunk either way; the idle check compares it
         self._seen_activity = -1
+        self._active_at = 0.0  # loop time of the last idle check that saw activity
         self._timer: asyncio.TimerHandle | None = None
         self._handshake_task: asyncio.Task[None] | None = None
+        self._early = bytearray()  # frames sent before our 101 (see _hold_early)
         # Close handshake bookkeeping, per leg.
         self.client_close_sent = False
         self.client_close_received = False
@@ -104,10 +126,16 @@ class ClientLeg(asyncio.Protocol):
             return
         if self.state == HTTP:
             self._http_data(data)
+        elif self.state == CONNECTING:
+            self._hold_early(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client_gone = True
         self._cancel_timer()
+        # Nothing will drain the backend's writes into the client any more; a backend leg
+        # left paused would never read the backend's close reply.
+        if self.backend is not None:
+            self.backend.resume(PAUSE_BACKPRESSURE)
         if self._handshake_task is not None and not self._handshake_task.done():
             self._handshake_task.cancel()
         if self.state == OPEN or self.state == CLOSING:
@@ -153,10 +181,18 @@ class ClientLeg(asyncio.Protocol):
         self.reader = None
         if request.is_upgrade:
             self.state = CONNECTING
-            self.pause(PAUSE_HANDSHAKE)  # no frame is read before the backend is ready
+            self._hold_early(request.trailing)
             self._handshake_task = self.gw.loop.create_task(self._upgrade(request))
         else:
             self._answer_plain(request)
+
+    def _hold_early(self, data: bytes) -> None:
+        """No frame is relayed before the backend is ready, but the client leg keeps
+        reading (bounded): a client that vanishes meanwhile is noticed at once, and its
+        backend connection dropped, instead of after the backend handshake timeout."""
+        self._early += data
+        if len(self._early) > EARLY_BYTES_MAX:
+            self.pause(PAUSE_HANDSHAKE)
 
     def _answer_plain(self, request: Request) -> None:
         """Non-upgrade requests: token endpoint, health check, refusals. One per connection."""
@@ -271,12 +307,15 @@ class ClientLeg(asyncio.Protocol):
         self.b2c = _core.FrameRelay(from_client=False, allow_rsv1=answer.permessage_deflate)
         self.gw.stats.upgraded(self)
         self._cancel_timer()
-        self._timer = self.gw.loop.call_later(config.idle_timeout_s, self._idle_check)
+        self._seen_activity = self.activity
+        self._active_at = self.gw.loop.time()
+        self._timer = self.gw.loop.call_later(config.idle_timeout_s / 2, self._idle_check)
         self.backend.start_relay()
         if response.trailing:
             self.backend.data_received(response.trailing)
-        if request.trailing:
-            self.data_received(request.trailing)
+        early, self._early = self._early, bytearray()
+        if early:
+            self.data_received(bytes(early))
         self.resume(PAUSE_HANDSHAKE)
 
     # ------------------------------------------------------------ frame events
@@ -341,8 +380,13 @@ class ClientLeg(asyncio.Protocol):
         """Send the client a close frame of the gateway's own. `fail`: the client broke the
         protocol, so its reply is not awaited (RFC 6455 §7.1.7)."""
         if not self.client_close_sent and not self.client_gone and self.transport is not None:
-            payload = _core.build_close_payload(code, reason)
-            self.transport.write(_core.build_frame(_core.OP_CLOSE, payload))
+            if _mid_frame(self.b2c):
+                # No frame of ours fits now: end TCP, the client sees 1006.
+                self.client_close_received = True
+                self._close_transport()
+            else:
+                payload = _core.build_close_payload(code, reason)
+                self.transport.write(_core.build_frame(_core.OP_CLOSE, payload))
             self.client_close_sent = True
         if fail:
             self.client_close_received = True
@@ -351,8 +395,14 @@ class ClientLeg(asyncio.Protocol):
     def _close_backend(self, code: int, reason: str) -> None:
         backend = self.backend
         if backend is not None and backend.alive and not self.backend_close_sent:
-            payload = _core.build_close_payload(code, reason)
-            backend.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
+            if _mid_frame(self.c2b):
+                # No frame of ours fits now: end TCP, the backend sees 1006.
+                self.backend_close_received = True
+                if backend.transport is not None:
+                    backend.transport.close()
+            else:
+                payload = _core.build_close_payload(code, reason)
+                backend.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
             self.backend_close_sent = True
         self._begin_closing()
 
@@ -373,6 +423,12 @@ class ClientLeg(asyncio.Protocol):
             self._close_client(GOING_AWAY, reason)
             self._close_backend(GOING_AWAY, reason)
             self._check_done()
+        elif self.state == CONNECTING:
+            # Waiting for the backend would hold shutdown for up to the handshake timeout.
+            if self._handshake_task is not None:
+                self._handshake_task.cancel()
+            self._drop_backend()
+            self._refuse(ServiceUnavailable(reason))
         elif self.state == HTTP:
             self._close_transport()
 
@@ -387,16 +443,24 @@ class ClientLeg(asyncio.Protocol):
         self.abort()
 
     def _idle_check(self) -> None:
-        if self.activity == self._seen_activity and self.state == OPEN:
-            self._timer = None
+        """Traffic is a counter bump per chunk (no clock on the hot path), sampled here.
+        A change since the previous check means traffic at some moment up to now, so the
+        silence is measured from the last check that saw one: a connection is closed after
+        between 1 and 1.5 idle timeouts of silence, never before a full one."""
+        self._timer = None
+        if self.state != OPEN:
+            return
+        idle_timeout = self.gw.config.gateway.idle_timeout_s
+        now = self.gw.loop.time()
+        if self.activity != self._seen_activity:
+            self._seen_activity = self.activity
+            self._active_at = now
+        elif now - self._active_at >= idle_timeout:
             self._record_close(GOING_AWAY, "gateway")
             self._close_client(GOING_AWAY, "idle timeout")
             self._close_backend(GOING_AWAY, "idle timeout")
             return
-        self._seen_activity = self.activity
-        self._timer = self.gw.loop.call_later(
-            self.gw.config.gateway.idle_timeout_s / 2, self._idle_check
-        )
+        self._timer = self.gw.loop.call_later(idle_timeout / 2, self._idle_check)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -500,8 +564,9 @@ class BackendLeg(asyncio.Protocol):
         """The backend broke the protocol: send our close and drop it (RFC 6455 §7.1.7)."""
         client = self.client
         if not client.backend_close_sent:
-            payload = _core.build_close_payload(code, reason)
-            self.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
+            if not _mid_frame(client.c2b):
+                payload = _core.build_close_payload(code, reason)
+                self.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
             client.backend_close_sent = True
         client.backend_close_received = True
         if self.transport is not None:

@@ -14,14 +14,16 @@ from wsgw import _core
 from wsgw.config import load_config, load_subscriptions
 from wsgw.config.models import GatewayConfig
 from wsgw.errors import ConfigError, GatewayError, MethodNotAllowed, NotFound
-from wsgw.http import Request, RequestReader, error_response, json_response
+from wsgw.http import Request, RequestReader, error_response, json_response, render_response
 from wsgw.oauth.endpoint import handle_token_request
 from wsgw.oauth.keys import load_signing_key
 from wsgw.oauth.tokens import TokenIssuer, TokenVerifier
-from wsgw.pipeline.analytics import Stats
+from wsgw.pipeline import metrics
 from wsgw.pipeline.relay import ClientLeg
 from wsgw.pipeline.route import RouteTable
 from wsgw.pipeline.subscription import SubscriptionRegistry
+from wsgw.pipeline.telemetry import Telemetry
+from wsgw.pipeline.throttle import Throttle
 
 log = logging.getLogger("wsgw")
 
@@ -33,36 +35,62 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def gateway_signing_key(config: GatewayConfig):  # noqa: ANN201
+    key_file = Path(config.security.signing_key_file)
+    if not key_file.exists():
+        raise ConfigError(
+            [f"{key_file}: signing key not found: run `wsgw keys init -c <config>` first"]
+        )
+    return load_signing_key(key_file)
+
+
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, worker: int = 0) -> None:
         self.config = config
+        self.worker = worker
         self.loop = asyncio.get_running_loop()
         self.routes = RouteTable(config)
         self.subscriptions_path = Path(config.gateway.subscriptions_file)
         self._subscriptions_mtime = self._mtime()
-        self.registry = SubscriptionRegistry(
-            config, load_subscriptions(self.subscriptions_path, config)
-        )
-        key_file = Path(config.security.signing_key_file)
-        if not key_file.exists():
-            raise ConfigError(
-                [f"{key_file}: signing key not found: run `wsgw keys init -c <config>` first"]
-            )
-        signing_key = load_signing_key(key_file)
+        subscriptions = load_subscriptions(self.subscriptions_path, config)
+        self.registry = SubscriptionRegistry(config, subscriptions)
+        signing_key = gateway_signing_key(config)
         self.issuer = TokenIssuer(signing_key, config.security.issuer, config.security.token_ttl_s)
         self.verifier = TokenVerifier(signing_key, config.security.issuer)
         self.backend_ssl = _backend_ssl_context(config)
         self.connections: set[ClientLeg] = set()
-        self.stats = Stats()
+        analytics = config.analytics
+        self.telemetry = Telemetry(
+            events_file=analytics.events_file,
+            redis_url=config.gateway.redis_url,
+            redis_stream=analytics.redis_stream,
+            stream_maxlen=analytics.stream_maxlen,
+            buffer_events=analytics.buffer_events,
+            api_labels=[(api.name, api.version) for api in config.apis],
+            application_labels=[app.name for app in subscriptions.applications],
+        )
+        self.cluster = None
+        if config.gateway.redis_url is not None:
+            from wsgw.pipeline.cluster import ClusterLimits
+
+            self.cluster = ClusterLimits(config.gateway.redis_url, config.gateway.redis_failure)
+            self.telemetry.add_collector(self.cluster.collect)
+        self.throttle = Throttle(self.cluster)
+        self._background: set[asyncio.Task[object]] = set()
         self._servers: list[asyncio.Server] = []
         self._reloader: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- start
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
         gw = self.config.gateway
+        await self.telemetry.start()
+        if self.cluster is not None:
+            await self.cluster.start()
         host, port = split_host_port(gw.listen)
         self._servers.append(
-            await self.loop.create_server(lambda: ClientLeg(self, False), host, port, backlog=1024)
+            await self.loop.create_server(
+                lambda: ClientLeg(self, False), host, port, backlog=1024, reuse_port=reuse_port
+            )
         )
         if gw.tls is not None:
             tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -70,10 +98,17 @@ class Gateway:
             host, port = split_host_port(gw.tls.listen)
             self._servers.append(
                 await self.loop.create_server(
-                    lambda: ClientLeg(self, True), host, port, ssl=tls_context, backlog=1024
+                    lambda: ClientLeg(self, True),
+                    host,
+                    port,
+                    ssl=tls_context,
+                    backlog=1024,
+                    reuse_port=reuse_port,
                 )
             )
         host, port = split_host_port(gw.admin_listen)
+        if port:
+            port += self.worker  # each worker has its own admin port, scraped alone
         self._servers.append(await self.loop.create_server(lambda: AdminProtocol(self), host, port))
         self._reloader = self.loop.create_task(self._watch_subscriptions())
         log.info(
@@ -114,6 +149,22 @@ class Gateway:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
+        if self._background:
+            await asyncio.wait(self._background, timeout=1.0)
+        if self.cluster is not None:
+            await self.cluster.stop()
+        await self.telemetry.stop()
+
+    # ------------------------------------------------------------- helpers
+    def spawn(self, coro) -> None:  # noqa: ANN001
+        """Run a coroutine in the background, keeping a reference until it is done."""
+        task = self.loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def api_tier(self, api):  # noqa: ANN001, ANN201
+        """The tier of an API's own policy (`apis[].throttle`), if any."""
+        return self.config.tiers[api.throttle] if api.throttle is not None else None
 
     # ---------------------------------------------------------- subscriptions
     def _mtime(self) -> int:
@@ -140,6 +191,10 @@ class Gateway:
             log.error("subscriptions not reloaded, keeping the previous ones:\n%s", err)
             return False
         self.registry = SubscriptionRegistry(self.config, subs)
+        self.telemetry.set_labels(
+            [(api.name, api.version) for api in self.config.apis],
+            [app.name for app in subs.applications],
+        )
         log.info("subscriptions reloaded: %d applications", len(subs.applications))
         return True
 
@@ -181,18 +236,12 @@ class AdminProtocol(asyncio.Protocol):
             raise MethodNotAllowed("use GET")
         if request.path == "/health":
             return json_response(200, self.gw.health())
-        if request.path == "/stats":
-            stats = self.gw.stats
-            return json_response(
-                200,
-                {
-                    "connections_active": stats.active,
-                    "outcomes": {f"{a} {o}": n for (a, o), n in stats.outcomes.items()},
-                    "close_codes": {
-                        f"{a} {c} {b}": n for (a, c, b), n in stats.close_codes.items()
-                    },
-                },
+        if request.path == "/metrics":
+            return render_response(
+                200, [("Content-Type", metrics.CONTENT_TYPE)], self.gw.telemetry.metrics_text()
             )
+        if request.path == "/stats":
+            return json_response(200, self.gw.telemetry.stats())
         raise NotFound("no such admin resource")
 
 
@@ -210,14 +259,20 @@ def _backend_ssl_context(config: GatewayConfig) -> ssl.SSLContext:
     return context
 
 
-async def serve(config: GatewayConfig, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    config: GatewayConfig,
+    ready: asyncio.Event | None = None,
+    *,
+    worker: int = 0,
+    reuse_port: bool = False,
+) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(config)
-    await gateway.start()
+    gateway = Gateway(config, worker=worker)
+    await gateway.start(reuse_port=reuse_port)
     if ready is not None:
         ready.set()
     await stop.wait()
@@ -234,13 +289,11 @@ def configure_logging(level: str) -> None:
     )
 
 
-def cmd_serve(args) -> int:  # noqa: ANN001
+def run_gateway(config: GatewayConfig, worker: int = 0, reuse_port: bool = False) -> int:
     import uvloop
 
-    configure_logging(args.log_level)
     try:
-        config = load_config(args.config)
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, worker=worker, reuse_port=reuse_port))
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
@@ -249,3 +302,23 @@ def cmd_serve(args) -> int:  # noqa: ANN001
         return 1
     return 0
 
+
+def cmd_serve(args) -> int:  # noqa: ANN001
+    from wsgw.workers import check_workers, run_workers
+
+    configure_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+        # Fail before forking: a missing key or a bad subscriptions file is one message.
+        load_subscriptions(config.gateway.subscriptions_file, config)
+        gateway_signing_key(config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    problem = check_workers(config, args.workers)
+    if problem is not None:
+        print(f"wsgw serve: {problem}", file=sys.stderr)
+        return 2
+    if args.workers == 1:
+        return run_gateway(config)
+    return run_workers(config, args.workers, lambda i: run_gateway(config, i, reuse_port=True))

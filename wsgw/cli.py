@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gateway")
     _add_config(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
     p.set_defaults(run=_command("wsgw.app:cmd_serve"))
 
     p = sub.add_parser("validate", help="check the config and subscriptions files")

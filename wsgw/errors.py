@@ -67,9 +67,10 @@ class TooManyRequests(GatewayError):
     error = "too_many_requests"
     close_code = 1008
 
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+    def __init__(self, message: str, retry_after_s: int = 1, scope: str = "connections") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.scope = scope  # which limit refused: subscription | application | api
 
     def extra_headers(self) -> list[tuple[str, str]]:
         return [("Retry-After", str(self.retry_after_s))]

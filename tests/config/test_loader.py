@@ -9,7 +9,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from .config_helpers import GOOD_CONFIG, GOOD_SUBSCRIPTIONS, write
 
 from wsgw.config import (
     Application,
@@ -23,6 +22,8 @@ from wsgw.config import (
 )
 from wsgw.config.models import AppKeys, Keys
 from wsgw.errors import ConfigError
+
+from .config_helpers import GOOD_CONFIG, GOOD_SUBSCRIPTIONS, write
 
 
 def problems_of(path: str | Path, subs: bool = False, config: GatewayConfig | None = None):

@@ -10,7 +10,7 @@ from typing import Any
 from websockets.frames import Frame
 from websockets.streams import StreamReader
 
-from wsgw._core import bucket_py, frames_py, mask_py
+from wsgw._core import bucket_py, frames_py, gate_py, mask_py
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,13 @@ class Impl:
     frames: ModuleType
     mask: ModuleType
     bucket: ModuleType
+    gate: ModuleType
 
     def __repr__(self) -> str:
         return self.name
 
 
-PURE = Impl("python", frames_py, mask_py, bucket_py)
+PURE = Impl("python", frames_py, mask_py, bucket_py, gate_py)
 
 COMPILED: Impl | None
 COMPILED_IMPORT_ERROR: str = ""
@@ -34,6 +35,7 @@ try:
         importlib.import_module("wsgw._core.frames"),
         importlib.import_module("wsgw._core.mask"),
         importlib.import_module("wsgw._core.bucket"),
+        importlib.import_module("wsgw._core.gate"),
     )
 except ImportError as exc:
     COMPILED = None

@@ -27,7 +27,7 @@ def test_pure_python_flag(flag: str, expected: str | None) -> None:
     code = (
         "import wsgw._core as c; "
         "print(c.IMPLEMENTATION, c.FrameRelay.__module__, c.TokenBucket.__module__, "
-        "c.apply_mask.__module__)"
+        "c.apply_mask.__module__, c.Gate.__module__, c.Limit.__module__)"
     )
     env = {**os.environ, "WSGW_PURE_PYTHON": flag}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
@@ -35,7 +35,8 @@ def test_pure_python_flag(flag: str, expected: str | None) -> None:
     built = expected or ("python" if COMPILED is None else "cython")  # compiled if built
     suffix = "_py" if built == "python" else ""
     assert out == [built, f"wsgw._core.frames{suffix}", f"wsgw._core.bucket{suffix}",
-                   f"wsgw._core.mask{suffix}"]
+                   f"wsgw._core.mask{suffix}", f"wsgw._core.gate{suffix}",
+                   f"wsgw._core.gate{suffix}"]
 
 
 def test_package_exports() -> None:
@@ -46,3 +47,5 @@ def test_package_exports() -> None:
     assert (core.NEED_DATA, core.CLOSE, core.ERROR) == (0, 1, 2)
     assert (core.OP_CONT, core.OP_TEXT, core.OP_BINARY) == (0, 1, 2)
     assert (core.OP_CLOSE, core.OP_PING, core.OP_PONG) == (8, 9, 10)
+    assert core.THROTTLED == 3
+    assert (core.ACTION_DROP, core.ACTION_CLOSE, core.ACTION_SHAPE) == (1, 2, 3)

@@ -1,7 +1,8 @@
-"""Hypothesis: compiled == pure on random frame streams, chunkings and bucket operations."""
+"""Hypothesis: compiled == pure on random frame streams, chunkings, gates and buckets."""
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from typing import Any
 
@@ -9,7 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .core_support import COMPILED, PURE, Impl, counters, feed, header, split, unmasked
+from .core_support import (
+    COMPILED,
+    PURE,
+    Impl,
+    counters,
+    feed,
+    frame,
+    header,
+    split,
+    unmasked,
+)
 
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="compiled core not built")
 SETTINGS = settings(max_examples=300, deadline=None,
@@ -177,3 +188,136 @@ def test_bucket_matches_exact_model(case: tuple[int, int, int, list[tuple[str, i
     assert run_bucket(PURE, case) == expected
     if COMPILED is not None:
         assert run_bucket(COMPILED, case) == expected
+
+
+# --- FrameRelay with a gate -------------------------------------------------------------
+
+# The relay reads the real monotonic clock; limits whose clock starts this far ahead never
+# refill during a test (a clock going backwards is ignored), so runs are deterministic.
+FROZEN_NS = time.monotonic_ns() + 10**15
+
+
+@st.composite
+def message_stream(draw: st.DrawFn, client: bool) -> bytes:
+    """A valid stream: messages of 1-3 fragments, control frames in between."""
+
+    def key() -> bytes | None:
+        return draw(KEYS) if client else None
+
+    parts: list[bytes] = []
+    for _ in range(draw(st.integers(1, 8))):
+        count = draw(st.integers(1, 3))
+        opcode = draw(st.sampled_from([1, 2]))
+        for i in range(count):
+            payload = draw(st.binary(max_size=draw(st.sampled_from([3, 40, 300]))))
+            parts.append(frame(opcode if i == 0 else 0, payload, fin=i == count - 1, key=key()))
+            if draw(st.integers(0, 3)) == 0:
+                parts.append(frame(draw(st.sampled_from([9, 10])),
+                                   draw(st.binary(max_size=10)), key=key()))
+    if draw(st.integers(0, 5)) == 0:
+        parts.append(frame(8, b"\x03\xe8", key=key()))
+    return b"".join(parts)
+
+
+@st.composite
+def gated_case(draw: st.DrawFn) -> dict[str, Any]:
+    case = draw(relay_case())
+    if draw(st.integers(0, 3)):  # mostly valid streams, so the gate has work to do
+        stream = draw(message_stream(case["client"]))
+        case["stream"] = stream
+        cuts = draw(st.lists(st.integers(0, max(len(stream), 1)), max_size=30))
+        case["chunks"] = split(stream, cuts)
+    case["limits"] = draw(st.lists(st.tuples(
+        st.sampled_from([0, 1, 1, 2, 3, 5]),        # messages_per_minute
+        st.sampled_from([0, 0, 10, 100, 400]),      # bytes_per_minute
+        st.integers(0, 2),                          # burst
+        st.sampled_from([1, 1, 2, 3]),              # action
+        st.integers(0, 3),                          # scope
+        st.booleans(),                              # leased
+        st.integers(0, 4), st.integers(0, 300),     # first grant when leased
+    ), min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=3))
+    case["grants"] = draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 300)),
+                                   max_size=4))
+    return case
+
+
+def run_gated(impl: Impl, case: dict[str, Any], chunks: list[bytes]) -> dict[str, Any]:
+    """Feed chunks; on THROTTLED, grant the next tokens and retry with b"" (bounded by the
+    grant list: when it runs out, feeding stops, as a shaped sender would wait)."""
+    g = impl.gate
+    limits = []
+    entries = []
+    for mpm, bpm, burst, action, scope, leased, gm, gb in case["limits"]:
+        limit = g.Limit(mpm, bpm, burst, now_ns=FROZEN_NS)
+        if leased:
+            limit.set_leased(True, FROZEN_NS)
+            limit.grant(gm, gb)
+        limits.append(limit)
+        entries.append((limit, action, scope))
+    relay = impl.frames.FrameRelay(from_client=case["client"], allow_rsv1=case["allow_rsv1"],
+                                   max_message_bytes=case["max_message_bytes"])
+    relay.set_gate(g.Gate(entries))
+    grants = list(case["grants"])
+    events: list[Any] = []
+    out = bytearray()
+    sizes: list[int] = []
+
+    def take() -> None:
+        piece = relay.take_output()
+        sizes.append(len(piece) if piece else 0)
+        out.extend(piece or b"")
+
+    for chunk in chunks:
+        result = relay.process(chunk)
+        take()
+        while result == impl.frames.THROTTLED and grants:
+            events.append((result, relay.throttle_action, relay.throttle_scope,
+                           relay.retry_after_ns))
+            messages, nbytes = grants.pop(0)
+            for limit in limits:
+                limit.grant(messages, nbytes)
+            result = relay.process(b"")
+            take()
+        if result == impl.frames.THROTTLED:
+            events.append((result, relay.throttle_action, relay.throttle_scope,
+                           relay.retry_after_ns))
+            break
+        if result:
+            events.append(result)
+    state = [(lim.messages_available(FROZEN_NS), lim.bytes_available(FROZEN_NS),
+              lim.consumed_messages, lim.consumed_bytes, lim.starved) for lim in limits]
+    gate_counters = (relay.dropped_messages, relay.dropped_frames, relay.drop_scope,
+                     relay.retry_after_ns)
+    return {"events": events, "out": bytes(out), "sizes": sizes, "limits": state,
+            "counters": counters(relay) + gate_counters}
+
+
+@needs_compiled
+@SETTINGS
+@given(gated_case())
+def test_gated_relay_compiled_equals_pure(case: dict[str, Any]) -> None:
+    assert COMPILED is not None
+    pure = run_gated(PURE, case, case["chunks"])
+    compiled = run_gated(COMPILED, case, case["chunks"])
+    assert compiled["events"] == pure["events"]
+    assert compiled["sizes"] == pure["sizes"]
+    assert compiled["counters"] == pure["counters"]
+    assert compiled["limits"] == pure["limits"]
+    if case["client"]:
+        assert unmasked(compiled["out"]) == unmasked(pure["out"])
+    else:
+        assert compiled["out"] == pure["out"]
+
+
+@pytest.mark.parametrize("impl", BOTH)
+@SETTINGS
+@given(case=gated_case())
+def test_gated_relay_chunking_does_not_matter(impl: Impl, case: dict[str, Any]) -> None:
+    whole = run_gated(impl, case, [case["stream"]])
+    chunked = run_gated(impl, case, case["chunks"])
+    assert chunked["events"] == whole["events"]
+    assert chunked["counters"] == whole["counters"]
+    assert chunked["limits"] == whole["limits"]
+    assert unmasked(chunked["out"]) == unmasked(whole["out"])
+    if not case["client"]:
+        assert chunked["out"] == whole["out"]

@@ -376,8 +376,10 @@ async def test_admin_health_and_stats(env: Env) -> None:
             stats = await r.json()
         async with session.get(f"{admin}/nothing-here") as r:
             assert r.status == 404
-    assert stats["outcomes"]["EchoWebSocket:1.0 upgraded"] == 1
-    assert stats["outcomes"]["- 404"] == 1
+    assert stats["apis"]["EchoWebSocket:1.0"]["connections"]["upgraded"] == 1
+    assert stats["apis"]["EchoWebSocket:1.0"]["messages"]["client_to_backend"] == 1
+    assert stats["apis"]["-"]["connections"]["404"] == 1
+    assert stats["applications"]["DefaultApplication"]["messages"]["backend_to_client"] == 1
 
 
 # ----------------------------------------------------------- malformed requests, 400+

@@ -190,15 +190,8 @@ async def test_raw_ping_payload_and_pong_pass_unchanged(env: Env) -> None:
 
 # ----------------------------------------------------- a peer vanishing mid-frame
 
-MID_FRAME = pytest.mark.xfail(
-    strict=True,
-    reason="the relay cannot tell whether a direction is inside a data frame: it needs "
-    "FrameRelay.in_frame from the codec (wsgw/_core), then relay.py stops writing its "
-    "own close frame into the middle of a peer's frame",
-)
 
 
-@MID_FRAME
 async def test_client_vanishing_mid_frame_never_completes_the_frame_with_gateway_bytes(
     make_gateway: GatewayFactory, peers: Peers
 ) -> None:
@@ -218,7 +211,6 @@ async def test_client_vanishing_mid_frame_never_completes_the_frame_with_gateway
     assert seen.close_code == 1006
 
 
-@MID_FRAME
 async def test_backend_dying_mid_frame_never_completes_the_frame_with_gateway_bytes(
     make_gateway: GatewayFactory, peers: Peers
 ) -> None:

@@ -1,4 +1,4 @@
-"""The frame codec, masking and token bucket: compiled (Cython) or their pure-Python twins.
+"""Frame codec, masking, token bucket, admission gate: compiled (Cython) or pure-Python twins.
 
 The compiled modules are used when built, unless WSGW_PURE_PYTHON=1 forces the twins
 (IMPLEMENTATION says which is live). Both behave identically; tests/core runs both.
@@ -21,12 +21,14 @@ if os.environ.get("WSGW_PURE_PYTHON") != "1":
             OP_PING,
             OP_PONG,
             OP_TEXT,
+            THROTTLED,
             FrameHeader,
             FrameRelay,
             build_close_payload,
             build_frame,
             parse_header,
         )
+        from .gate import ACTION_CLOSE, ACTION_DROP, ACTION_SHAPE, Gate, Limit
         from .mask import apply_mask, random_key
 
         IMPLEMENTATION = "cython"
@@ -45,17 +47,22 @@ if "IMPLEMENTATION" not in globals():
         OP_PING,
         OP_PONG,
         OP_TEXT,
+        THROTTLED,
         FrameHeader,
         FrameRelay,
         build_close_payload,
         build_frame,
         parse_header,
     )
+    from .gate_py import ACTION_CLOSE, ACTION_DROP, ACTION_SHAPE, Gate, Limit
     from .mask_py import apply_mask, random_key
 
     IMPLEMENTATION = "python"
 
 __all__ = [
+    "ACTION_CLOSE",
+    "ACTION_DROP",
+    "ACTION_SHAPE",
     "CLOSE",
     "ERROR",
     "IMPLEMENTATION",
@@ -66,8 +73,11 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "THROTTLED",
     "FrameHeader",
     "FrameRelay",
+    "Gate",
+    "Limit",
     "TokenBucket",
     "apply_mask",
     "build_close_payload",

@@ -1,6 +1,8 @@
 # The frame codec's C contract: the relay state lives in C fields, not Python objects.
 from cpython.object cimport PyObject
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+from wsgw._core.gate cimport Gate
 
 cdef enum:
     MAX_HEADER = 14
@@ -67,8 +69,20 @@ cdef class FrameRelay:
     cdef readonly uint64_t control_frames
     cdef readonly bint closed
 
+    # Throttling (set_gate): None costs one pointer check per data frame.
+    cdef readonly Gate gate
+    cdef bint _dropping                # the current message was refused with ACTION_DROP
+    cdef object _pending               # bytes kept unconsumed after THROTTLED, else None
+    cdef readonly int throttle_action
+    cdef readonly int throttle_scope
+    cdef readonly int64_t retry_after_ns
+    cdef readonly uint64_t dropped_messages
+    cdef readonly uint64_t dropped_frames
+    cdef readonly int drop_scope
+
     cdef int _run(self, const unsigned char* p, Py_ssize_t n, object whole) except -1
     cdef int _check(self, FrameHead* h) noexcept nogil
+    cdef int _admit(self, FrameHead* h, int64_t* now, bint* have_now) noexcept nogil
     cdef int _fail(self, int err) except -1
     cdef Py_ssize_t _emit_control(self, const unsigned char* frame, FrameHead* h,
                                   unsigned char* dst) except -1

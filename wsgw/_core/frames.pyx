@@ -4,15 +4,18 @@ Per frame, everything is C: the header is parsed in place, checked against C-lev
 and the payload streamed through (re-masked for the backend with one XOR of
 ``client_key ^ relay_key``). One process() call allocates at most one output object, and
 in the backend-to-client direction an input that passes through whole is handed back as is.
+With a Gate set, admission is a cdef call on C integers (see gate.pxd).
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+from wsgw._core.gate cimport Gate
 from wsgw._core.mask cimport fresh_key, xor_mask
 
 from wsgw._core.mask import random_key
@@ -27,14 +30,21 @@ OP_PONG = 10
 NEED_DATA = 0
 CLOSE = 1
 ERROR = 2
+THROTTLED = 3
 
 cdef enum:
     _NEED_DATA = 0
     _CLOSE = 1
     _ERROR = 2
+    _THROTTLED = 3
     _S_HEADER = 0     # expecting (the rest of) a frame header
     _S_PAYLOAD = 1    # streaming a data frame's payload
     _S_CONTROL = 2    # collecting a control frame's payload
+    _S_SKIP = 3       # consuming the payload of a dropped data frame
+    _V_FORWARD = 0    # _admit verdicts
+    _V_DROP = 1
+    _V_THROTTLE = 2
+    _ACTION_DROP = 1  # gate.ACTION_DROP
 
 # Protocol errors found at header time: _check returns an index into _ERRORS, so the
 # per-frame path handles no Python object; the message is looked up only on failure.
@@ -80,6 +90,13 @@ cdef extern from "Python.h":
     PyObject* _new_bytes "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n) except NULL
     int _PyBytes_Resize(PyObject** pv, Py_ssize_t n)
     char* _bytes_data "PyBytes_AS_STRING"(PyObject* o)
+
+
+cdef inline int64_t _monotonic_ns() noexcept nogil:
+    # The clock of time.monotonic_ns() on POSIX, read without the GIL or a Python call.
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef Py_ssize_t parse_head(const unsigned char* p, Py_ssize_t n, FrameHead* h) noexcept nogil:
@@ -239,6 +256,7 @@ cdef class FrameRelay:
     through; it is the last thing in the output) or ERROR (``error_code``/``error_reason``
     say why; the output holds what came before the offending frame). ``take_output()``
     hands over everything produced since the last call as one bytes object.
+    With a gate (set_gate), process() may also return THROTTLED; see frames_py.FrameRelay.
     """
 
     def __cinit__(self):
@@ -269,6 +287,33 @@ cdef class FrameRelay:
         self.data_bytes = 0
         self.control_frames = 0
         self.closed = False
+        self.gate = None
+        self._dropping = False
+        self._pending = None
+        self.throttle_action = 0
+        self.throttle_scope = 0
+        self.retry_after_ns = 0
+        self.dropped_messages = 0
+        self.dropped_frames = 0
+        self.drop_scope = 0
+
+    @property
+    def in_frame(self):
+        """The output so far ends inside a data frame's payload: no other frame fits now."""
+        return self._state == _S_PAYLOAD
+
+    @property
+    def in_message(self):
+        """The output so far ends inside a data message (a frame, or between fragments):
+        only control frames may be inserted now."""
+        return self._state == _S_PAYLOAD or (self._fragmented and not self._dropping)
+
+    def set_gate(self, Gate gate):
+        """Admit data messages through ``gate`` from the next frame on (None: no throttling).
+
+        Both relays of a connection share one gate, so both directions count together.
+        """
+        self.gate = gate
 
     def __dealloc__(self):
         Py_XDECREF(self._out)
@@ -290,6 +335,8 @@ cdef class FrameRelay:
         cdef int result
         if self.closed:
             return _NEED_DATA
+        if self._pending is not None:  # input kept by THROTTLED comes first
+            data, self._pending = self._pending + data, None
         if type(data) is bytes:
             return self._run(<const unsigned char*>PyBytes_AS_STRING(data), len(<bytes>data),
                              data)
@@ -327,9 +374,9 @@ cdef class FrameRelay:
         return 0
 
     cdef int _check(self, FrameHead* h) noexcept nogil:
-        """Protocol checks at header time; accepts the frame (state, counters) if it passes.
+        """Protocol checks at header time; changes nothing (_run accepts the frame).
 
-        Returns 0, or an index into _ERRORS (nothing changed then).
+        Returns 0, or an index into _ERRORS.
         """
         cdef int op = h.opcode
         cdef uint64_t so_far
@@ -367,11 +414,37 @@ cdef class FrameRelay:
             so_far = self._message_bytes if op == 0 else 0
             if so_far + h.length > self.max_message_bytes:
                 return _E_TOO_BIG
-            self._message_bytes = so_far + h.length
-        self._fragmented = not h.fin
-        self.data_frames += 1
-        self.data_bytes += h.length
         return 0
+
+    cdef int _admit(self, FrameHead* h, int64_t* now, bint* have_now) noexcept nogil:
+        """The gate's verdict on a data frame that passed _check: _V_FORWARD, _V_DROP or
+        _V_THROTTLE. The clock is read once per process() call, on first need."""
+        cdef int action
+        if h.opcode == 0:
+            if self._dropping:  # the rest of a dropped message
+                return _V_DROP
+            if self.gate is not None:
+                if not have_now[0]:
+                    now[0] = _monotonic_ns()
+                    have_now[0] = True
+                self.gate.c_force(<int64_t>h.length, now[0])
+            return _V_FORWARD
+        if self.gate is None:
+            return _V_FORWARD
+        if not have_now[0]:
+            now[0] = _monotonic_ns()
+            have_now[0] = True
+        action = self.gate.c_admit(<int64_t>h.length, now[0])
+        if action == 0:
+            return _V_FORWARD
+        self.retry_after_ns = self.gate.retry_after_ns
+        if action == _ACTION_DROP:
+            self.drop_scope = self.gate.last_scope
+            self.dropped_messages += 1
+            return _V_DROP
+        self.throttle_action = action
+        self.throttle_scope = self.gate.last_scope
+        return _V_THROTTLE
 
     cdef int _fail(self, int err) except -1:
         self.error_code, self.error_reason = _ERRORS[err]
@@ -414,9 +487,11 @@ cdef class FrameRelay:
         cdef bint client = self.from_client
         cdef int result = _NEED_DATA
         cdef int state = self._state
-        cdef Py_ssize_t pos = 0, avail, take, hl, before, frame_start
+        cdef Py_ssize_t pos = 0, avail, take, hl, before = 0, frame_start = 0, head_pos
         cdef Py_ssize_t old_hlen = self._hlen
-        cdef Py_ssize_t end = 0        # server direction: data[:end] goes out verbatim
+        cdef Py_ssize_t pre_len = 0    # server direction: retained bytes still to go out
+        cdef Py_ssize_t seg = 0        # server direction: data[seg:end] goes out verbatim
+        cdef Py_ssize_t end = 0
         cdef Py_ssize_t w = 0          # client direction: bytes written at o
         cdef bint emitted = False
         cdef bint from_hbuf
@@ -426,11 +501,17 @@ cdef class FrameRelay:
         cdef FrameHead h
         cdef uint32_t key
         cdef int err
+        cdef int verdict
+        cdef int64_t now = 0
+        cdef bint have_now = False
 
         # Server direction: this call's output is the retained bytes (once their frame
-        # completes) followed by data[:end], verbatim. Nothing is copied until the end.
+        # completes) followed by data[seg:end], verbatim. Nothing is copied until the end,
+        # unless a dropped frame cuts the verbatim run in two (then what came before it is
+        # copied out at once).
         if old_hlen and not client:
             memcpy(pre, self._hbuf, old_hlen)
+            pre_len = old_hlen
         while True:
             if state == _S_PAYLOAD:
                 avail = n - pos
@@ -473,8 +554,21 @@ cdef class FrameRelay:
                     break
                 continue
 
+            if state == _S_SKIP:
+                avail = n - pos
+                if avail == 0:
+                    break
+                take = avail if <uint64_t>avail < self._remaining else <Py_ssize_t>self._remaining
+                pos += take
+                self._remaining -= take
+                seg = end = pos
+                if self._remaining == 0:
+                    state = _S_HEADER
+                continue
+
             # _S_HEADER
             avail = n - pos
+            head_pos = pos
             if self._hlen == 0:
                 if avail == 0:
                     break
@@ -529,7 +623,47 @@ cdef class FrameRelay:
                     state = _S_CONTROL
                 continue
 
-            # Data frame: forward the header now, then stream the payload.
+            # Data frame. Without a gate (and no message being dropped) this is one check.
+            verdict = _V_FORWARD
+            if self.gate is not None or self._dropping:
+                verdict = self._admit(&h, &now, &have_now)
+                if verdict == _V_THROTTLE:
+                    # Stop before this frame: nothing of it is consumed or output. A header
+                    # begun in an earlier call stays retained; the rest of the input is kept.
+                    self._hlen = before if from_hbuf else 0
+                    if head_pos < n:
+                        if whole is not None and head_pos == 0:
+                            self._pending = whole
+                        else:
+                            self._pending = PyBytes_FromStringAndSize(
+                                <const char*>p + head_pos, n - head_pos)
+                    result = _THROTTLED
+                    break
+            if self.max_message_bytes:
+                self._message_bytes = (self._message_bytes if h.opcode == 0 else 0) + h.length
+            self._fragmented = not h.fin
+            self._hlen = 0
+            self._remaining = h.length
+            if verdict == _V_DROP:
+                self._dropping = not h.fin
+                self.dropped_frames += 1
+                if not client:
+                    # What came before this frame goes out now; the frame never does.
+                    if not from_hbuf and (pre_len or frame_start > seg):
+                        o = self._reserve(pre_len + frame_start - seg)
+                        memcpy(o, pre, pre_len)
+                        memcpy(o + pre_len, p + seg, frame_start - seg)
+                        self._out_len += pre_len + frame_start - seg
+                        o = NULL
+                    pre_len = 0
+                    seg = end = pos
+                if self._remaining:
+                    state = _S_SKIP
+                continue
+            self.data_frames += 1
+            self.data_bytes += h.length
+
+            # Forward the header now, then stream the payload.
             if client:
                 if o == NULL:
                     o = self._reserve(old_hlen + n)
@@ -539,15 +673,13 @@ cdef class FrameRelay:
                 w += hl
                 self._xkey = h.key ^ key
                 self._phase = 0
-            self._hlen = 0
             end = pos
             emitted = True
-            self._remaining = h.length
             if self._remaining:
                 state = _S_PAYLOAD
 
         self._state = state
-        if result != _NEED_DATA:
+        if result == _CLOSE or result == _ERROR:
             self.closed = True
             self._state = _S_HEADER
         if client:
@@ -555,16 +687,17 @@ cdef class FrameRelay:
                 self._out_len += w
                 self._fit_output()
         elif emitted:
-            if self._out == NULL and old_hlen == 0 and end == n and whole is not None:
+            if (self._out == NULL and pre_len == 0 and seg == 0 and end == n
+                    and whole is not None):
                 Py_INCREF(whole)
                 self._out = <PyObject*>whole
                 self._out_len = n
                 self._out_shared = True
             else:
-                if old_hlen == 0 and end == 0:
+                if pre_len == 0 and end == seg:
                     return result
-                o = self._reserve(old_hlen + end)
-                memcpy(o, pre, old_hlen)
-                memcpy(o + old_hlen, p, end)
-                self._out_len += old_hlen + end
+                o = self._reserve(pre_len + end - seg)
+                memcpy(o, pre, pre_len)
+                memcpy(o + pre_len, p + seg, end - seg)
+                self._out_len += pre_len + end - seg
         return result

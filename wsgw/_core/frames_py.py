@@ -7,13 +7,20 @@ A ``FrameRelay`` handles one direction of a relayed connection. It checks every 
 header against the protocol, streams data payloads through as they arrive (never
 buffering a whole frame), holds control frames until complete, and re-masks frames that
 go from the client to the backend with a fresh key. Between calls it retains at most an
-incomplete header (14 bytes) or an incomplete control frame (14 + 125 bytes).
+incomplete header (14 bytes) or an incomplete control frame (14 + 125 bytes), or, after
+THROTTLED, the unconsumed rest of the input.
+
+Throttling (``set_gate``): the first frame of every data message asks the gate
+(``Gate.admit``); its continuation frames are counted with ``Gate.force`` (a message is
+never cut). Control frames never count and are never held back.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from .gate_py import ACTION_DROP, Gate
 from .mask_py import apply_mask, fresh_key, random_key, xor_keys
 
 OP_CONT = 0
@@ -27,6 +34,7 @@ OP_PONG = 10
 NEED_DATA = 0
 CLOSE = 1
 ERROR = 2
+THROTTLED = 3
 
 MAX_HEADER = 14
 MAX_CONTROL_PAYLOAD = 125
@@ -39,6 +47,12 @@ _MAX_CLOSE_REASON = 123
 _S_HEADER = 0  # expecting (the rest of) a frame header
 _S_PAYLOAD = 1  # streaming a data frame's payload
 _S_CONTROL = 2  # collecting a control frame's payload
+_S_SKIP = 3  # consuming the payload of a dropped data frame
+
+# _admit verdicts
+_V_FORWARD = 0
+_V_DROP = 1
+_V_THROTTLE = 2
 
 _PROTOCOL_ERROR = 1002
 _MESSAGE_TOO_BIG = 1009
@@ -156,6 +170,18 @@ class FrameRelay:
     through; it is the last thing in the output) or ERROR (``error_code``/``error_reason``
     say why; the output holds what came before the offending frame). ``take_output()``
     hands over everything produced since the last call as one bytes object.
+
+    With a gate (``set_gate``), the first frame of each data message is admitted by it:
+    - ACTION_DROP: the whole message (this frame and its continuations, also in later
+      calls) is consumed and not output; control frames in between still go through.
+      ``dropped_messages``/``dropped_frames`` count it, ``drop_scope`` names the limit.
+    - ACTION_CLOSE / ACTION_SHAPE: process() returns THROTTLED, stopping BEFORE the frame:
+      nothing of it is output or consumed, the rest of the input is retained (one chunk)
+      and ``throttle_action``, ``throttle_scope``, ``retry_after_ns`` say why. A later
+      process(b"") (or with more data, which is appended) retries from there.
+    ``retry_after_ns`` is that of the latest refusal (drop or throttle).
+    ``data_frames``/``data_bytes`` count forwarded data frames only. The clock
+    (time.monotonic_ns) is read at most once per process() call, when a gate needs it.
     """
 
     __slots__ = (
@@ -180,6 +206,15 @@ class FrameRelay:
         "_data_bytes",
         "_control_frames",
         "_closed",
+        "_gate",
+        "_dropping",
+        "_pending",
+        "_throttle_action",
+        "_throttle_scope",
+        "_retry_after_ns",
+        "_dropped_messages",
+        "_dropped_frames",
+        "_drop_scope",
     )
 
     def __init__(
@@ -208,6 +243,15 @@ class FrameRelay:
         self._data_bytes = 0
         self._control_frames = 0
         self._closed = False
+        self._gate: Gate | None = None
+        self._dropping = False  # the current message was refused with ACTION_DROP
+        self._pending: bytes | None = None  # input kept unconsumed after THROTTLED
+        self._throttle_action = 0
+        self._throttle_scope = 0
+        self._retry_after_ns = 0
+        self._dropped_messages = 0
+        self._dropped_frames = 0
+        self._drop_scope = 0
 
     from_client = property(lambda self: self._from_client)
     allow_rsv1 = property(lambda self: self._allow_rsv1)
@@ -220,6 +264,33 @@ class FrameRelay:
     data_bytes = property(lambda self: self._data_bytes)
     control_frames = property(lambda self: self._control_frames)
     closed = property(lambda self: self._closed)
+    gate = property(lambda self: self._gate)
+    throttle_action = property(lambda self: self._throttle_action)
+    throttle_scope = property(lambda self: self._throttle_scope)
+    retry_after_ns = property(lambda self: self._retry_after_ns)
+    dropped_messages = property(lambda self: self._dropped_messages)
+    dropped_frames = property(lambda self: self._dropped_frames)
+    drop_scope = property(lambda self: self._drop_scope)
+
+    @property
+    def in_frame(self) -> bool:
+        """The output so far ends inside a data frame's payload: no other frame fits now."""
+        return self._state == _S_PAYLOAD
+
+    @property
+    def in_message(self) -> bool:
+        """The output so far ends inside a data message (a frame, or between fragments):
+        only control frames may be inserted now."""
+        return self._state == _S_PAYLOAD or (self._fragmented and not self._dropping)
+
+    def set_gate(self, gate: Gate | None) -> None:
+        """Admit data messages through ``gate`` from the next frame on (None: no throttling).
+
+        Both relays of a connection share one gate, so both directions count together.
+        """
+        if gate is not None and not isinstance(gate, Gate):
+            raise TypeError("gate must be a Gate or None")
+        self._gate = gate
 
     def take_output(self) -> bytes | None:
         whole = self._whole
@@ -238,7 +309,7 @@ class FrameRelay:
         return ERROR
 
     def _check(self, h: FrameHeader) -> int:
-        """Protocol checks at header time; accepts the frame (state, counters) if it passes."""
+        """Protocol checks at header time; changes nothing but the error (process accepts)."""
         if self._from_client:
             if not h.masked:
                 return self._fail(_PROTOCOL_ERROR, "frame not masked")
@@ -276,11 +347,37 @@ class FrameRelay:
             so_far = self._message_bytes if op == OP_CONT else 0
             if so_far + length > self._max_message:
                 return self._fail(_MESSAGE_TOO_BIG, "message too big")
-            self._message_bytes = so_far + length
-        self._fragmented = not h.fin
-        self._data_frames += 1
-        self._data_bytes += length
         return NEED_DATA
+
+    def _admit(self, h: FrameHeader, clock: list[int]) -> int:
+        """The gate's verdict on a data frame that passed _check.
+
+        ``clock`` holds this process() call's time once read (read on first need).
+        """
+        gate = self._gate
+        if h.opcode == OP_CONT:
+            if self._dropping:  # the rest of a dropped message
+                return _V_DROP
+            if gate is not None:
+                if not clock:
+                    clock.append(time.monotonic_ns())
+                gate.force(h.payload_length, clock[0])
+            return _V_FORWARD
+        if gate is None:
+            return _V_FORWARD
+        if not clock:
+            clock.append(time.monotonic_ns())
+        action = gate.admit(h.payload_length, clock[0])
+        if action == 0:
+            return _V_FORWARD
+        self._retry_after_ns = gate.retry_after_ns
+        if action == ACTION_DROP:
+            self._drop_scope = gate.last_scope
+            self._dropped_messages += 1
+            return _V_DROP
+        self._throttle_action = action
+        self._throttle_scope = gate.last_scope
+        return _V_THROTTLE
 
     def _emit_control(self, frame: bytes | memoryview, h: FrameHeader) -> int:
         """Forward a complete control frame; returns CLOSE for a close frame."""
@@ -304,9 +401,17 @@ class FrameRelay:
             self._close_reason = b""
         return CLOSE
 
+    def _flush_whole(self) -> None:
+        """Turn a zero-copy pending output into owned bytes, so more can follow it."""
+        if self._whole is not None:
+            self._out += self._whole
+            self._whole = None
+
     def process(self, data: bytes | bytearray | memoryview) -> int:
         if self._closed:
             return NEED_DATA
+        if self._pending is not None:  # input kept by THROTTLED comes first
+            data, self._pending = self._pending + data, None
         mv = memoryview(data)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
@@ -316,11 +421,15 @@ class FrameRelay:
         hbuf = self._hbuf
         old_hlen = len(hbuf)
         # Server direction: the output of one call is the retained bytes (once their frame
-        # completes) followed by data[:end], verbatim; nothing is copied until the end.
+        # completes) followed by data[seg:end], verbatim; nothing is copied until the end,
+        # unless a dropped frame cuts the verbatim run (what came before goes out at once).
         pre = bytes(hbuf) if old_hlen and not client else b""
         emitted = False
+        seg = 0
         end = 0
         pos = 0
+        before = 0
+        clock: list[int] = []
         result = NEED_DATA
         while True:
             if self._state == _S_PAYLOAD:
@@ -356,8 +465,20 @@ class FrameRelay:
                 if result == CLOSE:
                     break
                 continue
+            if self._state == _S_SKIP:
+                avail = n - pos
+                if not avail:
+                    break
+                take = min(self._remaining, avail)
+                pos += take
+                self._remaining -= take
+                seg = end = pos
+                if not self._remaining:
+                    self._state = _S_HEADER
+                continue
             # _S_HEADER
             avail = n - pos
+            head_pos = pos
             if not hbuf:
                 if not avail:
                     break
@@ -401,7 +522,45 @@ class FrameRelay:
                     self._ctl = h
                     self._state = _S_CONTROL
                 continue
-            # data frame: forward the header now, then stream the payload
+            # data frame
+            verdict = _V_FORWARD
+            if self._gate is not None or self._dropping:
+                verdict = self._admit(h, clock)
+                if verdict == _V_THROTTLE:
+                    # Stop before this frame: nothing of it is consumed or output. A header
+                    # begun in an earlier call stays retained; the rest of the input is kept.
+                    if from_hbuf:
+                        del hbuf[before:]
+                    if head_pos < n:
+                        if head_pos == 0 and type(data) is bytes:
+                            self._pending = data
+                        else:
+                            self._pending = bytes(mv[head_pos:])
+                    result = THROTTLED
+                    break
+            if self._max_message:
+                so_far = self._message_bytes if h.opcode == OP_CONT else 0
+                self._message_bytes = so_far + h.payload_length
+            self._fragmented = not h.fin
+            self._remaining = h.payload_length
+            if verdict == _V_DROP:
+                hbuf.clear()
+                self._dropping = not h.fin
+                self._dropped_frames += 1
+                if not client:
+                    # What came before this frame goes out now; the frame never does.
+                    if not from_hbuf and (pre or frame_start > seg):
+                        self._flush_whole()
+                        out += pre
+                        out += mv[seg:frame_start]
+                    pre = b""
+                    seg = end = pos
+                if self._remaining:
+                    self._state = _S_SKIP
+                continue
+            self._data_frames += 1
+            self._data_bytes += h.payload_length
+            # forward the header now, then stream the payload
             head = bytes(hbuf) if from_hbuf else mv[frame_start:pos]
             hbuf.clear()
             if client:
@@ -413,19 +572,17 @@ class FrameRelay:
                 self._phase = 0
             end = pos
             emitted = True
-            self._remaining = h.payload_length
             if self._remaining:
                 self._state = _S_PAYLOAD
-        if result != NEED_DATA:
+        if result in (CLOSE, ERROR):
             self._closed = True
             self._state = _S_HEADER
         if emitted and not client:
-            if not out and self._whole is None and not pre and end == n and type(data) is bytes:
+            if (not out and self._whole is None and not pre and seg == 0 and end == n
+                    and type(data) is bytes):
                 self._whole = data
-            else:
-                if self._whole is not None:
-                    out += self._whole
-                    self._whole = None
+            elif pre or end > seg:
+                self._flush_whole()
                 out += pre
-                out += mv[:end]
+                out += mv[seg:end]
         return result

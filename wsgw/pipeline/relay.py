@@ -20,7 +20,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import orjson
+
 from wsgw import _core
+from wsgw.config.models import Api
 from wsgw.errors import (
     BadGateway,
     GatewayError,
@@ -28,6 +31,7 @@ from wsgw.errors import (
     MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
+    TooManyRequests,
 )
 from wsgw.http import (
     Request,
@@ -41,6 +45,8 @@ from wsgw.http import (
 from wsgw.pipeline import handshake
 from wsgw.pipeline.auth import extract_token, strip_token
 from wsgw.pipeline.subscription import Grant
+from wsgw.pipeline.telemetry import ConnectionRecord
+from wsgw.pipeline.throttle import ACTION_NAMES, Admission
 
 if TYPE_CHECKING:
     from wsgw.app import Gateway
@@ -50,10 +56,14 @@ log = logging.getLogger("wsgw.relay")
 # Reasons a leg's reading is paused; reading resumes when none is left.
 PAUSE_HANDSHAKE = 1
 PAUSE_BACKPRESSURE = 2
+PAUSE_THROTTLE = 4  # on_limit: shape — the sender waits for tokens, TCP pushes back
 
 # Close codes the gateway itself sends.
+NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
 BAD_GATEWAY = 1014
+THROTTLED_OUT = 4008  # the code of the drop notice text frame (WSO2's)
 
 REQUEST_TIMEOUT_S = 10.0
 # Bytes a client may send after its upgrade request before the gateway's 101: kept for the
@@ -66,11 +76,8 @@ HTTP, CONNECTING, OPEN, CLOSING, CLOSED = range(5)
 def _mid_frame(relay: _core.FrameRelay | None) -> bool:
     """True when what was relayed in this direction ends inside a data frame: a close
     frame of the gateway's own written now would be taken as the rest of that frame's
-    payload (a corrupted message delivered as valid). Then only TCP can end the leg.
-
-    FrameRelay.in_frame is asked of the codec (wsgw/_core); until it has it, the old
-    assumption (a frame boundary) stands. Read only when the gateway closes a leg."""
-    return relay is not None and bool(getattr(relay, "in_frame", False))
+    payload (a corrupted message delivered as valid). Then only TCP can end the leg."""
+    return relay is not None and relay.in_frame
 
 
 class ClientLeg(asyncio.Protocol):
@@ -86,7 +93,12 @@ class ClientLeg(asyncio.Protocol):
         self.b2c: _core.FrameRelay | None = None
         self.paused = 0
         self.grant: Grant | None = None
-        self.api_label = "-"
+        self.api: Api | None = None
+        self.record: ConnectionRecord | None = None
+        self.admission: Admission | None = None
+        self._request_at = 0.0
+        self._drops = 0  # dropped messages both ways, as last seen
+        self._notice_pending = False
         self.started = time.monotonic()
         self.activity = 0  # bumped per chunk either way; the idle check compares it
         self._seen_activity = -1
@@ -121,7 +133,7 @@ class ClientLeg(asyncio.Protocol):
                 backend = self.backend
                 if backend is not None and backend.transport is not None:
                     backend.transport.write(out)
-            if event:
+            if event or relay.dropped_messages + self.b2c.dropped_messages != self._drops:
                 self._client_event(event)
             return
         if self.state == HTTP:
@@ -181,6 +193,7 @@ class ClientLeg(asyncio.Protocol):
         self.reader = None
         if request.is_upgrade:
             self.state = CONNECTING
+            self._request_at = time.monotonic()
             self._hold_early(request.trailing)
             self._handshake_task = self.gw.loop.create_task(self._upgrade(request))
         else:
@@ -216,10 +229,24 @@ class ClientLeg(asyncio.Protocol):
         self._close_transport()
 
     def _refuse(self, err: GatewayError) -> None:
-        self.gw.stats.refused(self.api_label, err.http_status)
+        api = self.api
+        self.gw.telemetry.refused(
+            api.name if api else "-",
+            api.version if api else "-",
+            err.http_status,
+            client=self.peer,
+            application=self.grant.application if self.grant else None,
+            reason=err.error,
+        )
         if self.transport is not None and not self.client_gone:
             self.transport.write(error_response(err))
         self._close_transport()
+        self._release_admission()
+
+    def _release_admission(self) -> None:
+        admission, self.admission = self.admission, None
+        if admission is not None:
+            self.gw.spawn(admission.release())
 
     def _request_timeout(self) -> None:
         self._timer = None
@@ -233,10 +260,10 @@ class ClientLeg(asyncio.Protocol):
     async def _upgrade(self, request: Request) -> None:
         gw = self.gw
         timeout = gw.config.gateway.backend_handshake_timeout_s
+        failure = "refused"  # what a BadGateway from here on means, for the metric
         try:
             route, suffix = gw.routes.match(request.path)
-            api = route.api
-            self.api_label = f"{api.name}:{api.version}"
+            api = self.api = route.api
             offer = handshake.check_client_upgrade(request)
             if api.auth == "oauth2":
                 token, query = extract_token(request.headers, request.query)
@@ -245,20 +272,31 @@ class ClientLeg(asyncio.Protocol):
             else:
                 query = strip_token(request.query)
                 grant = gw.registry.anonymous(api)
-            backend = route.backend_for(grant.key_type)
             self.grant = grant
+            backend = route.backend_for(grant.key_type)
+            try:
+                self.admission = await gw.throttle.admit(grant, api, gw.api_tier(api))
+            except TooManyRequests as err:
+                gw.telemetry.throttled_handshake(
+                    api.name, api.version, grant.application, err.scope, client=self.peer
+                )
+                raise
             upgrade, key = handshake.backend_upgrade_request(
                 backend, backend.target(suffix, query), offer, request, self.peer, self.secure
             )
             async with asyncio.timeout(timeout):
                 response = await self._connect_backend(backend, upgrade)
+            failure = "bad_handshake"
             answer = handshake.check_backend_answer(response, key, offer)
         except TimeoutError:
             self._drop_backend()
+            gw.telemetry.backend_failure(api.name, api.version, "timeout")
             self._refuse(GatewayTimeout("backend handshake timed out"))
             return
         except GatewayError as err:
             self._drop_backend()
+            if isinstance(err, BadGateway) and self.api is not None:
+                gw.telemetry.backend_failure(self.api.name, self.api.version, failure)
             self._refuse(err)
             return
         except asyncio.CancelledError:
@@ -305,7 +343,7 @@ class ClientLeg(asyncio.Protocol):
             max_message_bytes=config.max_message_bytes,
         )
         self.b2c = _core.FrameRelay(from_client=False, allow_rsv1=answer.permessage_deflate)
-        self.gw.stats.upgraded(self)
+        self._start_accounting()
         self._cancel_timer()
         self._seen_activity = self.activity
         self._active_at = self.gw.loop.time()
@@ -318,11 +356,117 @@ class ClientLeg(asyncio.Protocol):
             self.data_received(bytes(early))
         self.resume(PAUSE_HANDSHAKE)
 
+    def _start_accounting(self) -> None:
+        """Telemetry record, the throttle gate on both directions, the duration cap."""
+        assert self.api is not None and self.grant is not None
+        c2b, b2c = self.c2b, self.b2c
+        assert c2b is not None and b2c is not None
+        self.record = ConnectionRecord(
+            api=self.api.name,
+            version=self.api.version,
+            application=self.grant.application,
+            key_type=self.grant.key_type,
+            client=self.peer,
+            started_wall=time.time(),
+            started_mono=time.monotonic(),
+            handshake_seconds=time.monotonic() - self._request_at,
+            counters=lambda: (c2b.data_frames, c2b.data_bytes, b2c.data_frames, b2c.data_bytes),
+        )
+        self.gw.telemetry.opened(self.record)
+        admission = self.admission
+        if admission is not None and admission.gate is not None:
+            c2b.set_gate(admission.gate)
+            b2c.set_gate(admission.gate)
+        if admission is not None and admission.max_duration_s is not None:
+            self.gw.loop.call_later(admission.max_duration_s, self._duration_reached)
+
+    def _duration_reached(self) -> None:
+        if self.state == OPEN:
+            reason = "maximum connection duration reached"
+            self._record_close(NORMAL_CLOSURE, "gateway")
+            self._close_client(NORMAL_CLOSURE, reason)
+            self._close_backend(NORMAL_CLOSURE, reason)
+            self._check_done()
+
+    # -------------------------------------------------------------- throttling
+    def _scope(self, index: int) -> str:
+        assert self.admission is not None
+        return self.admission.scope_labels[index]
+
+    def _count_drops(self) -> None:
+        """Messages dropped whole by `on_limit: drop`: count them, notify the client."""
+        c2b, b2c = self.c2b, self.b2c
+        assert c2b is not None and b2c is not None
+        drops = c2b.dropped_messages + b2c.dropped_messages
+        if drops == self._drops:
+            return
+        delta, self._drops = drops - self._drops, drops
+        scope = c2b.drop_scope if c2b.dropped_messages else b2c.drop_scope
+        assert self.record is not None
+        self.gw.telemetry.throttled(self.record, self._scope(scope), "drop", delta)
+        self._notice_pending = True
+
+    def _send_notice(self) -> None:
+        """The drop notice is a whole text message: it may only go to the client between
+        two messages of the backend's, never inside a fragmented one."""
+        b2c = self.b2c
+        if self.client_close_sent or self.client_gone or b2c is None or b2c.in_message:
+            return
+        self._notice_pending = False
+        gate = self.admission.gate if self.admission else None
+        retry_after_s = round(gate.retry_after_ns / 1e9, 3) if gate is not None else 1.0
+        notice = orjson.dumps(
+            {
+                "code": THROTTLED_OUT,
+                "message": "Websocket frame throttled out",
+                "retry_after_s": retry_after_s,
+            }
+        )
+        assert self.transport is not None
+        self.transport.write(_core.build_frame(_core.OP_TEXT, notice))
+
+    def _throttled(self, relay: _core.FrameRelay, from_client: bool) -> None:
+        """`on_limit: close` or `shape` stopped a direction before a message."""
+        assert self.record is not None
+        if self.state != OPEN:
+            return
+        scope = self._scope(relay.throttle_scope)
+        action = ACTION_NAMES[relay.throttle_action]
+        self.gw.telemetry.throttled(self.record, scope, action)
+        if relay.throttle_action == _core.ACTION_CLOSE:
+            reason = f"rate limit exceeded ({scope})"
+            self._record_close(POLICY_VIOLATION, "gateway")
+            self._close_client(POLICY_VIOLATION, reason)
+            self._close_backend(POLICY_VIOLATION, reason)
+            return
+        leg: ClientLeg | BackendLeg | None = self if from_client else self.backend
+        if leg is not None:
+            leg.pause(PAUSE_THROTTLE)
+        delay = max(relay.retry_after_ns, 1_000_000) / 1e9
+        self.gw.loop.call_later(delay, self._unshape, from_client)
+
+    def _unshape(self, from_client: bool) -> None:
+        """Tokens should be back: retry the held message; read again if it passed."""
+        if self.state != OPEN:
+            return
+        leg: ClientLeg | BackendLeg | None = self if from_client else self.backend
+        if leg is None:
+            return
+        # Resume first: if the held message is refused again, _throttled pauses anew
+        # before the loop gets a chance to read.
+        leg.resume(PAUSE_THROTTLE)
+        leg.data_received(b"")
+
     # ------------------------------------------------------------ frame events
     def _client_event(self, event: int) -> None:
         relay = self.c2b
         assert relay is not None
-        if event == _core.CLOSE:
+        self._count_drops()
+        if self._notice_pending:
+            self._send_notice()
+        if event == _core.THROTTLED:
+            self._throttled(relay, True)
+        elif event == _core.CLOSE:
             self.client_close_received = True
             if not self.backend_close_sent:
                 self._record_close(relay.close_code, "client")
@@ -337,13 +481,20 @@ class ClientLeg(asyncio.Protocol):
     def backend_event(self, event: int) -> None:
         relay = self.b2c
         assert relay is not None
-        if event == _core.CLOSE:
+        self._count_drops()
+        if self._notice_pending:
+            self._send_notice()
+        if event == _core.THROTTLED:
+            self._throttled(relay, False)
+        elif event == _core.CLOSE:
             self.backend_close_received = True
             if not self.client_close_sent:
                 self._record_close(relay.close_code, "backend")
                 self.client_close_sent = not self.client_gone
                 self._begin_closing()
         elif event == _core.ERROR:
+            if self.api is not None:
+                self.gw.telemetry.backend_failure(self.api.name, self.api.version, "protocol_error")
             self._record_close(BAD_GATEWAY, "gateway")
             assert self.backend is not None
             self.backend.fail(relay.error_code, relay.error_reason)
@@ -354,6 +505,8 @@ class ClientLeg(asyncio.Protocol):
         """The backend's TCP connection ended."""
         if self.state == OPEN or self.state == CLOSING:
             if not self.backend_close_received:
+                if self.api is not None:
+                    self.gw.telemetry.backend_failure(self.api.name, self.api.version, "vanished")
                 self._record_close(BAD_GATEWAY, "gateway")
                 self._close_client(BAD_GATEWAY, "backend closed without a close frame")
             self.backend_close_received = self.backend_close_sent = True
@@ -375,6 +528,19 @@ class ClientLeg(asyncio.Protocol):
             self._timer = self.gw.loop.call_later(
                 self.gw.config.gateway.close_timeout_s, self._close_timeout
             )
+            self._ungate()
+
+    def _ungate(self) -> None:
+        """Closing: limits no longer apply. A message held by `shape` or `close` is let go,
+        so that the close frame behind it can be read; where it goes, the closing state
+        decides (nowhere, if the other side already got a close)."""
+        for relay, leg in ((self.c2b, self), (self.b2c, self.backend)):
+            if relay is None or relay.gate is None:
+                continue
+            relay.set_gate(None)
+            if leg is not None and leg.paused & PAUSE_THROTTLE:
+                leg.resume(PAUSE_THROTTLE)
+                self.gw.loop.call_soon(leg.data_received, b"")
 
     def _close_client(self, code: int, reason: str, *, fail: bool = False) -> None:
         """Send the client a close frame of the gateway's own. `fail`: the client broke the
@@ -479,8 +645,11 @@ class ClientLeg(asyncio.Protocol):
         if backend is not None and backend.alive:
             return
         if self.state != CLOSED:
-            if self.state in (OPEN, CLOSING):
-                self.gw.stats.ended(self)
+            if self.record is not None:
+                self.record.close_code = self.close_code if self.close_code is not None else 1006
+                self.record.closed_by = self.closed_by
+                self.gw.telemetry.closed(self.record)
+            self._release_admission()
             self.state = CLOSED
             self._cancel_timer()
             self.gw.connections.discard(self)
@@ -512,7 +681,11 @@ class BackendLeg(asyncio.Protocol):
             out = relay.take_output()
             if out is not None and not client.client_close_sent and not client.client_gone:
                 client.transport.write(out)  # type: ignore[union-attr]
-            if event:
+            if (
+                event
+                or client._notice_pending
+                or relay.dropped_messages + client.c2b.dropped_messages != client._drops
+            ):
                 client.backend_event(event)
             return
         if self.reader is not None:

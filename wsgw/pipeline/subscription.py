@@ -13,6 +13,7 @@ from wsgw.oauth.tokens import TokenClaims
 # An API in these states accepts connections from existing subscriptions (WSO2 semantics:
 # DEPRECATED stops new subscriptions, not traffic).
 SERVING_STATUSES = frozenset({"PUBLISHED", "DEPRECATED"})
+ANONYMOUS = "anonymous"  # the application label of `auth: none` traffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,9 +21,10 @@ class Grant:
     """What the handshake established: who is calling, how, and under which tier."""
 
     application: str
-    key_type: str  # PRODUCTION | SANDBOX | NONE (auth: none)
-    tier_name: str
-    tier: Tier
+    key_type: str  # PRODUCTION | SANDBOX
+    # The limits that apply, by scope; None where the scope sets none.
+    subscription_tier: Tier | None
+    application_tier: Tier | None
 
 
 class SubscriptionRegistry:
@@ -62,13 +64,18 @@ class SubscriptionRegistry:
         if status != "ACTIVE":
             raise Forbidden(f"subscription to {api.name}:{api.version} is {status}")
         check_api_serving(api)
-        return Grant(claims.application, claims.key_type, tier_name, self._tiers[tier_name])
+        app_tier = self._apps[claims.application].tier
+        return Grant(
+            claims.application,
+            claims.key_type,
+            self._tiers[tier_name],
+            self._tiers[app_tier] if app_tier is not None else None,
+        )
 
     def anonymous(self, api: Api) -> Grant:
-        """The grant of an `auth: none` API: no application, the API's own policy only."""
+        """The grant of an `auth: none` API: no application; only the API's own policy."""
         check_api_serving(api)
-        tier_name = api.throttle or "Unlimited"
-        return Grant("anonymous", "PRODUCTION", tier_name, self._tiers.get(tier_name, Tier()))
+        return Grant(ANONYMOUS, "PRODUCTION", None, None)
 
 
 def check_api_serving(api: Api) -> None:

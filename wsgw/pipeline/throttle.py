@@ -1,0 +1,134 @@
+"""Throttling, compiled per connection at the handshake.
+
+A connection is covered by up to three limits (SCOPES, checked in that order; the first one
+exhausted decides): its subscription's tier, its application's tier and the API's own policy.
+Each limit is one `Limit` per key per process, shared by every connection it covers; with a
+Redis URL, the cluster module feeds it leased tokens so that every process shares one budget.
+The connection gets a `Gate` over its limits, which the codec consults per data frame.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from wsgw import _core
+from wsgw.config.models import Api, Tier
+from wsgw.errors import TooManyRequests
+from wsgw.pipeline.subscription import Grant
+
+if TYPE_CHECKING:
+    from wsgw.pipeline.cluster import ClusterLimits
+
+# Declared once, as data: the scope names in checking order. A Gate reports the index.
+SCOPES = ("subscription", "application", "api")
+ACTIONS = {"drop": _core.ACTION_DROP, "close": _core.ACTION_CLOSE, "shape": _core.ACTION_SHAPE}
+ACTION_NAMES = {code: name for name, code in ACTIONS.items()}
+
+
+@dataclass(slots=True)
+class Admission:
+    """What the throttle stage decided for one connection."""
+
+    gate: _core.Gate | None
+    max_duration_s: float | None
+    scope_labels: tuple[str, ...]  # scope name by Gate scope index
+    _slots: list[str] = field(default_factory=list)  # connection-cap keys held
+    _throttle: Throttle | None = None
+
+    async def release(self) -> None:
+        """Give back the connection slots (exactly once, when the connection ends)."""
+        slots, self._slots = self._slots, []
+        if self._throttle is not None:
+            for key in slots:
+                await self._throttle.release_slot(key)
+
+
+class Throttle:
+    def __init__(self, cluster: ClusterLimits | None = None) -> None:
+        self.cluster = cluster
+        self._limits: dict[str, tuple[Tier, _core.Limit]] = {}
+        self._local_connections: dict[str, int] = {}
+
+    # ------------------------------------------------------------- per message
+    def limit_for(self, key: str, tier: Tier) -> _core.Limit | None:
+        """The process-wide Limit of `key` under `tier` (a tier edit makes a new one)."""
+        if tier.messages_per_minute is None and tier.bytes_per_minute is None:
+            return None
+        known = self._limits.get(key)
+        if known is not None and known[0] == tier:
+            return known[1]
+        limit = _core.Limit(
+            tier.messages_per_minute or 0,
+            tier.bytes_per_minute or 0,
+            tier.burst if tier.messages_per_minute else 0,
+            time.monotonic_ns(),
+        )
+        if self.cluster is not None:
+            if known is not None:
+                self.cluster.detach(key)
+            self.cluster.attach(key, limit)
+        self._limits[key] = (tier, limit)
+        return limit
+
+    # ---------------------------------------------------------- per connection
+    async def admit(self, grant: Grant, api: Api, api_tier: Tier | None) -> Admission:
+        """Take the connection slots and build the gate; 429 when a cap is full."""
+        scoped = [
+            ("subscription", f"sub:{grant.application}:{api.name}:{api.version}",
+             grant.subscription_tier),
+            ("application", f"app:{grant.application}", grant.application_tier),
+            ("api", f"api:{api.name}:{api.version}", api_tier),
+        ]
+        admission = Admission(gate=None, max_duration_s=None, scope_labels=SCOPES, _throttle=self)
+        try:
+            for scope, key, tier in scoped:
+                if tier is None or tier.max_connections is None:
+                    continue
+                if not await self.acquire_slot(key, tier.max_connections):
+                    raise TooManyRequests(
+                        f"too many connections ({scope} limit {tier.max_connections})",
+                        retry_after_s=1,
+                        scope=scope,
+                    )
+                admission._slots.append(key)
+        except BaseException:
+            await admission.release()
+            raise
+        limits = []
+        durations = []
+        for index, (_scope, key, tier) in enumerate(scoped):
+            if tier is None:
+                continue
+            if tier.max_connection_duration_s is not None:
+                durations.append(tier.max_connection_duration_s)
+            limit = self.limit_for(key, tier)
+            if limit is not None:
+                limits.append((limit, ACTIONS[tier.on_limit], index))
+        admission.gate = _core.Gate(limits) if limits else None
+        admission.max_duration_s = min(durations) if durations else None
+        return admission
+
+    async def acquire_slot(self, key: str, max_connections: int) -> bool:
+        if self.cluster is not None:
+            return await self.cluster.acquire_connection(key, max_connections)
+        count = self._local_connections.get(key, 0)
+        if count >= max_connections:
+            return False
+        self._local_connections[key] = count + 1
+        return True
+
+    async def release_slot(self, key: str) -> None:
+        if self.cluster is not None:
+            await self.cluster.release_connection(key)
+            return
+        count = self._local_connections.get(key, 0) - 1
+        if count > 0:
+            self._local_connections[key] = count
+        else:
+            self._local_connections.pop(key, None)
+
+    def connections_held(self, key: str) -> int:
+        """Local connection count of a cap key (tests and /stats)."""
+        return self._local_connections.get(key, 0)

@@ -3,6 +3,7 @@
 # same backend. The gateway must add no failing case.
 #
 #   bash bench/autobahn.sh [CASES]      # CASES: default (1-7, 10) | compression | "1.*,5.*" ...
+#   AUTOBAHN_BACKEND=websockets bash bench/autobahn.sh compression   # deflate end to end
 #
 # Prints the two summary lines (backend alone, through the gateway); reports in /tmp/wsgw-ab-*.
 set -euo pipefail
@@ -23,7 +24,13 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
 
-"$PY" -m wsgw echo --listen "127.0.0.1:$BACKEND_PORT" >"$WORK/echo.log" 2>&1 &
+# The backend: wsgw's own echo (picows), or the suite's websockets reference echo, which
+# negotiates permessage-deflate (for the compression cases 12.* and 13.*).
+case "${AUTOBAHN_BACKEND:-wsgw}" in
+  wsgw) "$PY" -m wsgw echo --listen "127.0.0.1:$BACKEND_PORT" >"$WORK/echo.log" 2>&1 & ;;
+  websockets) "$PY" "$AB/ref_echo_server.py" websockets --port "$BACKEND_PORT" >"$WORK/echo.log" 2>&1 & ;;
+  *) echo "AUTOBAHN_BACKEND must be wsgw or websockets" >&2; exit 2 ;;
+esac
 PIDS+=($!)
 cat > "$WORK/wsgw.yaml" <<YAML
 gateway:

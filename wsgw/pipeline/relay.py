@@ -20,8 +20,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import orjson
-
 from wsgw import _core
 from wsgw.config.models import Api
 from wsgw.errors import (
@@ -37,26 +35,32 @@ from wsgw.http import (
     Request,
     RequestReader,
     Response,
-    ResponseReader,
     error_response,
     json_response,
     render_response,
 )
 from wsgw.pipeline import handshake
 from wsgw.pipeline.auth import extract_token, strip_token
+from wsgw.pipeline.backend import BackendLeg
+from wsgw.pipeline.enforce import LimitEnforcement
+from wsgw.pipeline.flow import (
+    CLOSED,
+    CLOSING,
+    CONNECTING,
+    HTTP,
+    OPEN,
+    PAUSE_BACKPRESSURE,
+    PAUSE_HANDSHAKE,
+    mid_frame,
+)
 from wsgw.pipeline.subscription import Grant
 from wsgw.pipeline.telemetry import ConnectionRecord
-from wsgw.pipeline.throttle import ACTION_NAMES, Admission
+from wsgw.pipeline.throttle import Admission
 
 if TYPE_CHECKING:
     from wsgw.app import Gateway
 
 log = logging.getLogger("wsgw.relay")
-
-# Reasons a leg's reading is paused; reading resumes when none is left.
-PAUSE_HANDSHAKE = 1
-PAUSE_BACKPRESSURE = 2
-PAUSE_THROTTLE = 4  # on_limit: shape — the sender waits for tokens, TCP pushes back
 
 # Close codes the gateway itself sends.
 NORMAL_CLOSURE = 1000
@@ -70,17 +74,9 @@ REQUEST_TIMEOUT_S = 10.0
 # relay. Past this the client leg stops reading until the backend is ready.
 EARLY_BYTES_MAX = 64 * 1024
 
-HTTP, CONNECTING, OPEN, CLOSING, CLOSED = range(5)
 
 
-def _mid_frame(relay: _core.FrameRelay | None) -> bool:
-    """True when what was relayed in this direction ends inside a data frame: a close
-    frame of the gateway's own written now would be taken as the rest of that frame's
-    payload (a corrupted message delivered as valid). Then only TCP can end the leg."""
-    return relay is not None and relay.in_frame
-
-
-class ClientLeg(asyncio.Protocol):
+class ClientLeg(LimitEnforcement, asyncio.Protocol):
     def __init__(self, gateway: Gateway, secure: bool) -> None:
         self.gw = gateway
         self.secure = secure
@@ -388,75 +384,6 @@ class ClientLeg(asyncio.Protocol):
             self._close_backend(NORMAL_CLOSURE, reason)
             self._check_done()
 
-    # -------------------------------------------------------------- throttling
-    def _scope(self, index: int) -> str:
-        assert self.admission is not None
-        return self.admission.scope_labels[index]
-
-    def _count_drops(self) -> None:
-        """Messages dropped whole by `on_limit: drop`: count them, notify the client."""
-        c2b, b2c = self.c2b, self.b2c
-        assert c2b is not None and b2c is not None
-        drops = c2b.dropped_messages + b2c.dropped_messages
-        if drops == self._drops:
-            return
-        delta, self._drops = drops - self._drops, drops
-        scope = c2b.drop_scope if c2b.dropped_messages else b2c.drop_scope
-        assert self.record is not None
-        self.gw.telemetry.throttled(self.record, self._scope(scope), "drop", delta)
-        self._notice_pending = True
-
-    def _send_notice(self) -> None:
-        """The drop notice is a whole text message: it may only go to the client between
-        two messages of the backend's, never inside a fragmented one."""
-        b2c = self.b2c
-        if self.client_close_sent or self.client_gone or b2c is None or b2c.in_message:
-            return
-        self._notice_pending = False
-        gate = self.admission.gate if self.admission else None
-        retry_after_s = round(gate.retry_after_ns / 1e9, 3) if gate is not None else 1.0
-        notice = orjson.dumps(
-            {
-                "code": THROTTLED_OUT,
-                "message": "Websocket frame throttled out",
-                "retry_after_s": retry_after_s,
-            }
-        )
-        assert self.transport is not None
-        self.transport.write(_core.build_frame(_core.OP_TEXT, notice))
-
-    def _throttled(self, relay: _core.FrameRelay, from_client: bool) -> None:
-        """`on_limit: close` or `shape` stopped a direction before a message."""
-        assert self.record is not None
-        if self.state != OPEN:
-            return
-        scope = self._scope(relay.throttle_scope)
-        action = ACTION_NAMES[relay.throttle_action]
-        self.gw.telemetry.throttled(self.record, scope, action)
-        if relay.throttle_action == _core.ACTION_CLOSE:
-            reason = f"rate limit exceeded ({scope})"
-            self._record_close(POLICY_VIOLATION, "gateway")
-            self._close_client(POLICY_VIOLATION, reason)
-            self._close_backend(POLICY_VIOLATION, reason)
-            return
-        leg: ClientLeg | BackendLeg | None = self if from_client else self.backend
-        if leg is not None:
-            leg.pause(PAUSE_THROTTLE)
-        delay = max(relay.retry_after_ns, 1_000_000) / 1e9
-        self.gw.loop.call_later(delay, self._unshape, from_client)
-
-    def _unshape(self, from_client: bool) -> None:
-        """Tokens should be back: retry the held message; read again if it passed."""
-        if self.state != OPEN:
-            return
-        leg: ClientLeg | BackendLeg | None = self if from_client else self.backend
-        if leg is None:
-            return
-        # Resume first: if the held message is refused again, _throttled pauses anew
-        # before the loop gets a chance to read.
-        leg.resume(PAUSE_THROTTLE)
-        leg.data_received(b"")
-
     # ------------------------------------------------------------ frame events
     def _client_event(self, event: int) -> None:
         relay = self.c2b
@@ -530,23 +457,11 @@ class ClientLeg(asyncio.Protocol):
             )
             self._ungate()
 
-    def _ungate(self) -> None:
-        """Closing: limits no longer apply. A message held by `shape` or `close` is let go,
-        so that the close frame behind it can be read; where it goes, the closing state
-        decides (nowhere, if the other side already got a close)."""
-        for relay, leg in ((self.c2b, self), (self.b2c, self.backend)):
-            if relay is None or relay.gate is None:
-                continue
-            relay.set_gate(None)
-            if leg is not None and leg.paused & PAUSE_THROTTLE:
-                leg.resume(PAUSE_THROTTLE)
-                self.gw.loop.call_soon(leg.data_received, b"")
-
     def _close_client(self, code: int, reason: str, *, fail: bool = False) -> None:
         """Send the client a close frame of the gateway's own. `fail`: the client broke the
         protocol, so its reply is not awaited (RFC 6455 §7.1.7)."""
         if not self.client_close_sent and not self.client_gone and self.transport is not None:
-            if _mid_frame(self.b2c):
+            if mid_frame(self.b2c):
                 # No frame of ours fits now: end TCP, the client sees 1006.
                 self.client_close_received = True
                 self._close_transport()
@@ -561,7 +476,7 @@ class ClientLeg(asyncio.Protocol):
     def _close_backend(self, code: int, reason: str) -> None:
         backend = self.backend
         if backend is not None and backend.alive and not self.backend_close_sent:
-            if _mid_frame(self.c2b):
+            if mid_frame(self.c2b):
                 # No frame of ours fits now: end TCP, the backend sees 1006.
                 self.backend_close_received = True
                 if backend.transport is not None:
@@ -653,111 +568,3 @@ class ClientLeg(asyncio.Protocol):
             self.state = CLOSED
             self._cancel_timer()
             self.gw.connections.discard(self)
-
-
-class BackendLeg(asyncio.Protocol):
-    """The gateway's connection to a backend; it reports everything to its ClientLeg."""
-
-    def __init__(self, client: ClientLeg) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.handshake: asyncio.Future[Response] = client.gw.loop.create_future()
-        self.reader: ResponseReader | None = ResponseReader()
-        self.relay: _core.FrameRelay | None = None
-        self.alive = False
-        self.paused = 0
-        self._close_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.alive = True
-
-    def data_received(self, data: bytes) -> None:
-        relay = self.relay
-        if relay is not None:
-            client = self.client
-            client.activity += 1
-            event = relay.process(data)
-            out = relay.take_output()
-            if out is not None and not client.client_close_sent and not client.client_gone:
-                client.transport.write(out)  # type: ignore[union-attr]
-            if (
-                event
-                or client._notice_pending
-                or relay.dropped_messages + client.c2b.dropped_messages != client._drops
-            ):
-                client.backend_event(event)
-            return
-        if self.reader is not None:
-            try:
-                response = self.reader.feed(data)
-            except GatewayError:
-                self._fail_handshake(BadGateway("backend sent a malformed HTTP response"))
-                return
-            if response is not None:
-                self.reader = None
-                if not self.handshake.done():
-                    self.handshake.set_result(response)
-                self.pause(PAUSE_HANDSHAKE)  # until the client leg is ready to relay
-
-    def start_relay(self) -> None:
-        self.relay = self.client.b2c
-        self.resume(PAUSE_HANDSHAKE)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.alive = False
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-        self._fail_handshake(BadGateway("backend closed the connection during the handshake"))
-        self.client.backend_lost()
-
-    def pause_writing(self) -> None:
-        self.client.pause(PAUSE_BACKPRESSURE)
-
-    def resume_writing(self) -> None:
-        self.client.resume(PAUSE_BACKPRESSURE)
-
-    def pause(self, reason: int) -> None:
-        if not self.paused and self.alive and self.transport is not None:
-            self.transport.pause_reading()
-        self.paused |= reason
-
-    def resume(self, reason: int) -> None:
-        if not self.paused & reason:
-            return
-        self.paused &= ~reason
-        if not self.paused and self.alive and self.transport is not None:
-            self.transport.resume_reading()
-
-    def write(self, data: bytes) -> None:
-        if self.alive and self.transport is not None:
-            self.transport.write(data)
-
-    def fail(self, code: int, reason: str) -> None:
-        """The backend broke the protocol: send our close and drop it (RFC 6455 §7.1.7)."""
-        client = self.client
-        if not client.backend_close_sent:
-            if not _mid_frame(client.c2b):
-                payload = _core.build_close_payload(code, reason)
-                self.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
-            client.backend_close_sent = True
-        client.backend_close_received = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def await_server_close(self) -> None:
-        """Both close frames are through: the backend, as the server, closes TCP first
-        (RFC 6455 §7.1.1), which spares the gateway a TIME_WAIT per connection. Bounded."""
-        if self.alive and self._close_timer is None:
-            self._close_timer = self.client.gw.loop.call_later(
-                self.client.gw.config.gateway.close_timeout_s, self.abort
-            )
-
-    def abort(self) -> None:
-        if self.transport is not None and self.alive:
-            self.transport.abort()
-
-    def _fail_handshake(self, err: GatewayError) -> None:
-        if not self.handshake.done():
-            self.handshake.set_exception(err)
-            self.handshake.exception()  # mark retrieved: the awaiting task may be gone

@@ -1,0 +1,125 @@
+"""How an open connection reacts to its limits: the drop notice, `close`, `shape`, and
+letting go of limits once the connection is closing. Mixed into ClientLeg, whose state
+(relays, legs, telemetry record, admission) it works on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+
+from wsgw import _core
+from wsgw.pipeline.flow import OPEN, PAUSE_THROTTLE
+from wsgw.pipeline.throttle import ACTION_NAMES
+
+if TYPE_CHECKING:
+    from wsgw.app import Gateway
+    from wsgw.pipeline.backend import BackendLeg
+    from wsgw.pipeline.relay import ClientLeg
+    from wsgw.pipeline.telemetry import ConnectionRecord
+    from wsgw.pipeline.throttle import Admission
+
+POLICY_VIOLATION = 1008
+THROTTLED_OUT = 4008  # the code of the drop notice text frame (WSO2's)
+
+
+class LimitEnforcement:
+    # The ClientLeg state this works on.
+    gw: Gateway
+    state: int
+    c2b: _core.FrameRelay | None
+    b2c: _core.FrameRelay | None
+    backend: BackendLeg | None
+    admission: Admission | None
+    record: ConnectionRecord | None
+    client_close_sent: bool
+    client_gone: bool
+    _drops: int
+    _notice_pending: bool
+    transport: object
+
+    if TYPE_CHECKING:
+
+        def _record_close(self, code: int, by: str) -> None: ...
+        def _close_client(self, code: int, reason: str) -> None: ...
+        def _close_backend(self, code: int, reason: str) -> None: ...
+    def _scope(self, index: int) -> str:
+        assert self.admission is not None
+        return self.admission.scope_labels[index]
+
+    def _count_drops(self) -> None:
+        """Messages dropped whole by `on_limit: drop`: count them, notify the client."""
+        c2b, b2c = self.c2b, self.b2c
+        assert c2b is not None and b2c is not None
+        drops = c2b.dropped_messages + b2c.dropped_messages
+        if drops == self._drops:
+            return
+        delta, self._drops = drops - self._drops, drops
+        scope = c2b.drop_scope if c2b.dropped_messages else b2c.drop_scope
+        assert self.record is not None
+        self.gw.telemetry.throttled(self.record, self._scope(scope), "drop", delta)
+        self._notice_pending = True
+
+    def _send_notice(self) -> None:
+        """The drop notice is a whole text message: it may only go to the client between
+        two messages of the backend's, never inside a fragmented one."""
+        b2c = self.b2c
+        if self.client_close_sent or self.client_gone or b2c is None or b2c.in_message:
+            return
+        self._notice_pending = False
+        gate = self.admission.gate if self.admission else None
+        retry_after_s = round(gate.retry_after_ns / 1e9, 3) if gate is not None else 1.0
+        notice = orjson.dumps(
+            {
+                "code": THROTTLED_OUT,
+                "message": "Websocket frame throttled out",
+                "retry_after_s": retry_after_s,
+            }
+        )
+        assert self.transport is not None
+        self.transport.write(_core.build_frame(_core.OP_TEXT, notice))
+
+    def _throttled(self, relay: _core.FrameRelay, from_client: bool) -> None:
+        """`on_limit: close` or `shape` stopped a direction before a message."""
+        assert self.record is not None
+        if self.state != OPEN:
+            return
+        scope = self._scope(relay.throttle_scope)
+        action = ACTION_NAMES[relay.throttle_action]
+        self.gw.telemetry.throttled(self.record, scope, action)
+        if relay.throttle_action == _core.ACTION_CLOSE:
+            reason = f"rate limit exceeded ({scope})"
+            self._record_close(POLICY_VIOLATION, "gateway")
+            self._close_client(POLICY_VIOLATION, reason)
+            self._close_backend(POLICY_VIOLATION, reason)
+            return
+        leg: ClientLeg | BackendLeg | None = self if from_client else self.backend
+        if leg is not None:
+            leg.pause(PAUSE_THROTTLE)
+        delay = max(relay.retry_after_ns, 1_000_000) / 1e9
+        self.gw.loop.call_later(delay, self._unshape, from_client)
+
+    def _unshape(self, from_client: bool) -> None:
+        """Tokens should be back: retry the held message; read again if it passed."""
+        if self.state != OPEN:
+            return
+        leg: ClientLeg | BackendLeg | None = self if from_client else self.backend
+        if leg is None:
+            return
+        # Resume first: if the held message is refused again, _throttled pauses anew
+        # before the loop gets a chance to read.
+        leg.resume(PAUSE_THROTTLE)
+        leg.data_received(b"")
+
+    def _ungate(self) -> None:
+        """Closing: limits no longer apply. A message held by `shape` or `close` is let go,
+        so that the close frame behind it can be read; where it goes, the closing state
+        decides (nowhere, if the other side already got a close)."""
+        for relay, leg in ((self.c2b, self), (self.b2c, self.backend)):
+            if relay is None or relay.gate is None:
+                continue
+            relay.set_gate(None)
+            if leg is not None and leg.paused & PAUSE_THROTTLE:
+                leg.resume(PAUSE_THROTTLE)
+                self.gw.loop.call_soon(leg.data_received, b"")
+

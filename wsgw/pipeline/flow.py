@@ -1,0 +1,21 @@
+"""What both legs of a relayed connection share: why reading is paused, and when no
+frame of the gateway's own may be inserted into a direction."""
+
+from __future__ import annotations
+
+from wsgw import _core
+
+# The states of a client connection.
+HTTP, CONNECTING, OPEN, CLOSING, CLOSED = range(5)
+
+# Reasons a leg's reading is paused (a bit mask); reading resumes when none is left.
+PAUSE_HANDSHAKE = 1
+PAUSE_BACKPRESSURE = 2
+PAUSE_THROTTLE = 4  # on_limit: shape — the sender waits for tokens, TCP pushes back
+
+
+def mid_frame(relay: _core.FrameRelay | None) -> bool:
+    """True when what was relayed in this direction ends inside a data frame: a close
+    frame of the gateway's own written now would be taken as the rest of that frame's
+    payload (a corrupted message delivered as valid). Then only TCP can end the leg."""
+    return relay is not None and relay.in_frame

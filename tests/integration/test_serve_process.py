@@ -79,7 +79,7 @@ class Deployment:
         out = await self.cli("token", "DefaultApplication")
         return out.strip()
 
-    async def serve(self) -> asyncio.subprocess.Process:
+    async def serve(self, *extra: str) -> asyncio.subprocess.Process:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -87,6 +87,7 @@ class Deployment:
             "serve",
             "-c",
             str(self.config),
+            *extra,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=self.directory,

@@ -103,9 +103,13 @@ class Throttle:
                 continue
             if tier.max_connection_duration_s is not None:
                 durations.append(tier.max_connection_duration_s)
+            known = key in self._limits
             limit = self.limit_for(key, tier)
-            if limit is not None:
-                limits.append((limit, ACTIONS[tier.on_limit], index))
+            if limit is None:
+                continue
+            if self.cluster is not None and (not known or self._limits[key][1] is not limit):
+                await self.cluster.prime(key)  # a new shared limit starts with tokens
+            limits.append((limit, ACTIONS[tier.on_limit], index))
         admission.gate = _core.Gate(limits) if limits else None
         admission.max_duration_s = min(durations) if durations else None
         return admission

@@ -14,6 +14,7 @@ import time
 
 import orjson
 import pytest
+import redis.asyncio
 import yaml
 from websockets.asyncio.client import connect
 
@@ -195,3 +196,32 @@ async def _wait_metric(env: object, name: str, ok: object, timeout_s: float = 8.
 
 
 
+
+
+async def test_events_reach_a_redis_stream(
+    make_gateway: GatewayFactory,
+    private_redis: PrivateRedis,  # noqa: F811
+) -> None:
+    def edit(raw: dict) -> None:
+        raw["gateway"]["redis_url"] = private_redis.url
+        raw["analytics"] = {"redis_stream": "wsgw:events", "stream_maxlen": 1000}
+
+    env = await make_gateway(edit=edit)
+    async with connect(env.url, additional_headers=env.auth()) as ws:
+        await ws.send("to the stream")
+        assert await asyncio.wait_for(ws.recv(), RECV_S) == "[production] to the stream"
+    client = redis.asyncio.Redis.from_url(private_redis.url)
+    try:
+        deadline = time.monotonic() + 5
+        events: list[dict] = []
+        while time.monotonic() < deadline:
+            entries = await client.xrange("wsgw:events")
+            events = [orjson.loads(fields[b"event"]) for _, fields in entries]
+            if any(e["type"] == "connection" for e in events):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    connection = next(e for e in events if e["type"] == "connection")
+    assert connection["messages_in"] == 1 and connection["messages_out"] == 1
+    assert connection["api"] == "EchoWebSocket" and connection["closed_by"] == "client"

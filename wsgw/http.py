@@ -237,7 +237,9 @@ def render_response(
 
 
 def json_response(
-    status: int, payload: object, headers: list[tuple[str, str]] = ()  # type: ignore[assignment]
+    status: int,
+    payload: object,
+    headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
 ) -> bytes:
     all_headers = [("Content-Type", "application/json"), *headers]
     return render_response(status, all_headers, orjson.dumps(payload))

@@ -85,8 +85,8 @@ def run_workers(config: GatewayConfig, workers: int, run_one) -> int:  # noqa: A
             break
         except InterruptedError:
             continue
-        index = children.pop(pid, None)
-        if index is None:
+        index = children.pop(pid, -1)
+        if index < 0:
             continue
         code = os.waitstatus_to_exitcode(wait_status)
         if stopping:

@@ -53,9 +53,25 @@ async def test_crashed_process_counts_expire(redis_url: str, redis_prefix: str) 
     ttl_s, key = 0.6, "api:crash:1"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     worker = subprocess.Popen(
-        [sys.executable, str(WORKER), "hold-conns", "--url", redis_url, "--prefix",
-         redis_prefix, "--key", key, "--count", "2", "--heartbeat-ttl", str(ttl_s)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
+        [
+            sys.executable,
+            str(WORKER),
+            "hold-conns",
+            "--url",
+            redis_url,
+            "--prefix",
+            redis_prefix,
+            "--key",
+            key,
+            "--count",
+            "2",
+            "--heartbeat-ttl",
+            str(ttl_s),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
     )
     survivor = ClusterLimits(redis_url, "closed", key_prefix=redis_prefix, heartbeat_ttl_s=ttl_s)
     client = redis_asyncio.Redis.from_url(redis_url)

@@ -19,7 +19,8 @@ LOGGER = "wsgw.pipeline.cluster"
 
 def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
-        r.getMessage() for r in caplog.records
+        r.getMessage()
+        for r in caplog.records
         if r.name == LOGGER and r.levelno == logging.WARNING and "unreachable" in r.getMessage()
     ]
 
@@ -28,9 +29,7 @@ async def test_failure_open_goes_local_and_comes_back(
     private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    cluster = ClusterLimits(
-        private_redis.url, "open", key_prefix="wsgw-test:", heartbeat_ttl_s=0.6
-    )
+    cluster = ClusterLimits(private_redis.url, "open", key_prefix="wsgw-test:", heartbeat_ttl_s=0.6)
     await cluster.start()
     limit = Limit(600, 0, 0)
     gate = gate_of(limit)

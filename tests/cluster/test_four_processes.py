@@ -24,10 +24,27 @@ def test_four_processes_stay_within_two_percent(redis_url: str, redis_prefix: st
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     workers = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), "admit", "--url", redis_url, "--prefix", redis_prefix,
-             "--key", key, "--mpm", str(per_minute), "--start-at", repr(start_at),
-             "--duration", str(duration)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
+            [
+                sys.executable,
+                str(WORKER),
+                "admit",
+                "--url",
+                redis_url,
+                "--prefix",
+                redis_prefix,
+                "--key",
+                key,
+                "--mpm",
+                str(per_minute),
+                "--start-at",
+                repr(start_at),
+                "--duration",
+                str(duration),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=REPO,
         )
         for _ in range(processes)
     ]

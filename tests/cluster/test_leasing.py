@@ -33,8 +33,10 @@ async def test_hungry_instances_share_one_budget(redis_url: str, redis_prefix: s
             await cluster.stop()
     ideal = per_minute + per_minute * elapsed / 60
     total = sum(counts)
-    print(f"3 instances, {per_minute}/min, {elapsed:.2f} s: admitted {counts} = {total}, "
-          f"ideal {ideal:.1f}")
+    print(
+        f"3 instances, {per_minute}/min, {elapsed:.2f} s: admitted {counts} = {total}, "
+        f"ideal {ideal:.1f}"
+    )
     assert total <= ideal + over_bound(per_minute, processes)
     assert total >= ideal - under_bound(per_minute, per_minute, processes)
     assert all(count > 0 for count in counts)  # each process got leases, not one hog
@@ -89,6 +91,7 @@ async def test_lease_script_is_exact_beyond_14_digits(redis_url: str, redis_pref
     key = f"{redis_prefix}bucket:big"
     cap = 2**50 + 1  # 16 digits
     try:
+
         def args(want: int, back: int) -> list[int]:
             return [1, cap, want, back, 1, 0, 0, 0, 0, 0]
 

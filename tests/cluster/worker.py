@@ -43,11 +43,20 @@ async def admit(args: argparse.Namespace) -> None:
     healthy = cluster.healthy
     processes = cluster.processes
     await cluster.stop()
-    print(json.dumps({
-        "admitted": admitted, "refused": refused, "steady": admitted - (at_steady or 0),
-        "started": started, "stopped": stopped,
-        "healthy": healthy, "processes": processes,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "admitted": admitted,
+                "refused": refused,
+                "steady": admitted - (at_steady or 0),
+                "started": started,
+                "stopped": stopped,
+                "healthy": healthy,
+                "processes": processes,
+            }
+        ),
+        flush=True,
+    )
 
 
 async def hold_connections(args: argparse.Namespace) -> None:

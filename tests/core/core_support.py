@@ -42,8 +42,15 @@ except ImportError as exc:
     COMPILED_IMPORT_ERROR = str(exc)
 
 
-def header(opcode: int, length: int, *, fin: bool = True, rsv: int = 0,
-           key: bytes | None = None, encoding: int | None = None) -> bytes:
+def header(
+    opcode: int,
+    length: int,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    key: bytes | None = None,
+    encoding: int | None = None,
+) -> bytes:
     """A frame header built by hand. ``encoding`` forces 7, 16 or 64-bit length."""
     if encoding is None:
         encoding = 7 if length < 126 else 16 if length < 65536 else 64
@@ -58,8 +65,15 @@ def header(opcode: int, length: int, *, fin: bool = True, rsv: int = 0,
     return head + (key or b"")
 
 
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0,
-          key: bytes | None = None, encoding: int | None = None) -> bytes:
+def frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    key: bytes | None = None,
+    encoding: int | None = None,
+) -> bytes:
     """A whole frame built by hand; masked with ``key`` when given."""
     body = mask_py.apply_mask(payload, key) if key is not None else payload
     return header(opcode, len(payload), fin=fin, rsv=rsv, key=key, encoding=encoding) + body

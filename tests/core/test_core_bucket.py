@@ -52,8 +52,11 @@ def test_no_drift_over_many_small_steps(impl: Impl) -> None:
     # Both have refilled now * 3 / 60e9 tokens; fractional units are kept, not rounded.
     expected_units = now * rate
     assert stepped.available(now) == one.available(now) == expected_units // MINUTE
-    assert stepped.retry_after_ns(1, now) == one.retry_after_ns(1, now) == -(
-        -(MINUTE - expected_units) // rate)
+    assert (
+        stepped.retry_after_ns(1, now)
+        == one.retry_after_ns(1, now)
+        == -(-(MINUTE - expected_units) // rate)
+    )
 
 
 def test_long_span_is_capped_at_capacity(impl: Impl) -> None:

@@ -30,13 +30,24 @@ def test_pure_python_flag(flag: str, expected: str | None) -> None:
         "c.apply_mask.__module__, c.Gate.__module__, c.Limit.__module__)"
     )
     env = {**os.environ, "WSGW_PURE_PYTHON": flag}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True, timeout=30).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
     built = expected or ("python" if COMPILED is None else "cython")  # compiled if built
     suffix = "_py" if built == "python" else ""
-    assert out == [built, f"wsgw._core.frames{suffix}", f"wsgw._core.bucket{suffix}",
-                   f"wsgw._core.mask{suffix}", f"wsgw._core.gate{suffix}",
-                   f"wsgw._core.gate{suffix}"]
+    assert out == [
+        built,
+        f"wsgw._core.frames{suffix}",
+        f"wsgw._core.bucket{suffix}",
+        f"wsgw._core.mask{suffix}",
+        f"wsgw._core.gate{suffix}",
+        f"wsgw._core.gate{suffix}",
+    ]
 
 
 def test_package_exports() -> None:

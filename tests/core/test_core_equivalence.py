@@ -23,8 +23,7 @@ from .core_support import (
 )
 
 needs_compiled = pytest.mark.skipif(COMPILED is None, reason="compiled core not built")
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 KEYS = st.binary(min_size=4, max_size=4)
 
@@ -72,8 +71,11 @@ def relay_case(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def run_relay(impl: Impl, case: dict[str, Any], chunks: list[bytes]) -> dict[str, Any]:
-    relay = impl.frames.FrameRelay(from_client=case["client"], allow_rsv1=case["allow_rsv1"],
-                                   max_message_bytes=case["max_message_bytes"])
+    relay = impl.frames.FrameRelay(
+        from_client=case["client"],
+        allow_rsv1=case["allow_rsv1"],
+        max_message_bytes=case["max_message_bytes"],
+    )
     events, out, sizes = feed(relay, chunks)
     return {"events": events, "out": out, "sizes": sizes, "counters": counters(relay)}
 
@@ -125,11 +127,16 @@ def bucket_case(draw: st.DrawFn) -> tuple[int, int, int, list[tuple[str, int, in
     rate = draw(st.one_of(st.integers(1, 1000), st.integers(1, MAX)))
     burst = draw(st.one_of(st.integers(0, min(100, MAX - rate)), st.integers(0, MAX - rate)))
     start = draw(st.integers(-(2**62), 2**62))
-    ops = draw(st.lists(st.tuples(
-        st.sampled_from(["consume", "force_consume", "give_back", "available", "retry"]),
-        st.one_of(st.integers(0, 100), st.integers(0, MAX)),
-        st.one_of(st.integers(-(10**9), 10**11), st.integers(0, 2**62)),
-    ), max_size=40))
+    ops = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["consume", "force_consume", "give_back", "available", "retry"]),
+                st.one_of(st.integers(0, 100), st.integers(0, MAX)),
+                st.one_of(st.integers(-(10**9), 10**11), st.integers(0, 2**62)),
+            ),
+            max_size=40,
+        )
+    )
     return rate, burst, start, ops
 
 
@@ -212,8 +219,9 @@ def message_stream(draw: st.DrawFn, client: bool) -> bytes:
             payload = draw(st.binary(max_size=draw(st.sampled_from([3, 40, 300]))))
             parts.append(frame(opcode if i == 0 else 0, payload, fin=i == count - 1, key=key()))
             if draw(st.integers(0, 3)) == 0:
-                parts.append(frame(draw(st.sampled_from([9, 10])),
-                                   draw(st.binary(max_size=10)), key=key()))
+                parts.append(
+                    frame(draw(st.sampled_from([9, 10])), draw(st.binary(max_size=10)), key=key())
+                )
     if draw(st.integers(0, 5)) == 0:
         parts.append(frame(8, b"\x03\xe8", key=key()))
     return b"".join(parts)
@@ -227,17 +235,23 @@ def gated_case(draw: st.DrawFn) -> dict[str, Any]:
         case["stream"] = stream
         cuts = draw(st.lists(st.integers(0, max(len(stream), 1)), max_size=30))
         case["chunks"] = split(stream, cuts)
-    case["limits"] = draw(st.lists(st.tuples(
-        st.sampled_from([0, 1, 1, 2, 3, 5]),        # messages_per_minute
-        st.sampled_from([0, 0, 10, 100, 400]),      # bytes_per_minute
-        st.integers(0, 2),                          # burst
-        st.sampled_from([1, 1, 2, 3]),              # action
-        st.integers(0, 3),                          # scope
-        st.booleans(),                              # leased
-        st.integers(0, 4), st.integers(0, 300),     # first grant when leased
-    ), min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=3))
-    case["grants"] = draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 300)),
-                                   max_size=4))
+    case["limits"] = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([0, 1, 1, 2, 3, 5]),  # messages_per_minute
+                st.sampled_from([0, 0, 10, 100, 400]),  # bytes_per_minute
+                st.integers(0, 2),  # burst
+                st.sampled_from([1, 1, 2, 3]),  # action
+                st.integers(0, 3),  # scope
+                st.booleans(),  # leased
+                st.integers(0, 4),
+                st.integers(0, 300),  # first grant when leased
+            ),
+            min_size=draw(st.sampled_from([0, 1, 1, 1])),
+            max_size=3,
+        )
+    )
+    case["grants"] = draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 300)), max_size=4))
     return case
 
 
@@ -254,8 +268,11 @@ def run_gated(impl: Impl, case: dict[str, Any], chunks: list[bytes]) -> dict[str
             limit.grant(gm, gb)
         limits.append(limit)
         entries.append((limit, action, scope))
-    relay = impl.frames.FrameRelay(from_client=case["client"], allow_rsv1=case["allow_rsv1"],
-                                   max_message_bytes=case["max_message_bytes"])
+    relay = impl.frames.FrameRelay(
+        from_client=case["client"],
+        allow_rsv1=case["allow_rsv1"],
+        max_message_bytes=case["max_message_bytes"],
+    )
     relay.set_gate(g.Gate(entries))
     grants = list(case["grants"])
     events: list[Any] = []
@@ -271,25 +288,44 @@ def run_gated(impl: Impl, case: dict[str, Any], chunks: list[bytes]) -> dict[str
         result = relay.process(chunk)
         take()
         while result == impl.frames.THROTTLED and grants:
-            events.append((result, relay.throttle_action, relay.throttle_scope,
-                           relay.retry_after_ns))
+            events.append(
+                (result, relay.throttle_action, relay.throttle_scope, relay.retry_after_ns)
+            )
             messages, nbytes = grants.pop(0)
             for limit in limits:
                 limit.grant(messages, nbytes)
             result = relay.process(b"")
             take()
         if result == impl.frames.THROTTLED:
-            events.append((result, relay.throttle_action, relay.throttle_scope,
-                           relay.retry_after_ns))
+            events.append(
+                (result, relay.throttle_action, relay.throttle_scope, relay.retry_after_ns)
+            )
             break
         if result:
             events.append(result)
-    state = [(lim.messages_available(FROZEN_NS), lim.bytes_available(FROZEN_NS),
-              lim.consumed_messages, lim.consumed_bytes, lim.starved) for lim in limits]
-    gate_counters = (relay.dropped_messages, relay.dropped_frames, relay.drop_scope,
-                     relay.retry_after_ns)
-    return {"events": events, "out": bytes(out), "sizes": sizes, "limits": state,
-            "counters": counters(relay) + gate_counters}
+    state = [
+        (
+            lim.messages_available(FROZEN_NS),
+            lim.bytes_available(FROZEN_NS),
+            lim.consumed_messages,
+            lim.consumed_bytes,
+            lim.starved,
+        )
+        for lim in limits
+    ]
+    gate_counters = (
+        relay.dropped_messages,
+        relay.dropped_frames,
+        relay.drop_scope,
+        relay.retry_after_ns,
+    )
+    return {
+        "events": events,
+        "out": bytes(out),
+        "sizes": sizes,
+        "limits": state,
+        "counters": counters(relay) + gate_counters,
+    }
 
 
 @needs_compiled

@@ -27,7 +27,13 @@ def test_rfc6455_examples(impl: Impl) -> None:
     assert impl.mask.apply_mask(masked[6:], masked[2:6]) == b"Hello"
     h = f.parse_header(masked)
     assert (h.fin, h.opcode, h.masked, h.mask_key, h.payload_length, h.header_length) == (
-        True, 1, True, b"\x37\xfa\x21\x3d", 5, 6)
+        True,
+        1,
+        True,
+        b"\x37\xfa\x21\x3d",
+        5,
+        6,
+    )
     assert f.build_frame(f.OP_TEXT, b"Hel", fin=False) == b"\x01\x03Hel"
     assert f.build_frame(f.OP_CONT, b"lo") == b"\x80\x02lo"
     assert f.build_frame(f.OP_PING, b"Hello") == b"\x89\x05Hello"
@@ -77,15 +83,20 @@ def test_parse_header_every_prefix(impl: Impl, n: int, masked: bool) -> None:
     h = impl.frames.parse_header(head + b"xy")
     assert h is not None
     assert (h.fin, h.rsv1, h.rsv2, h.rsv3, h.opcode) == (True, False, False, False, 2)
-    assert (h.masked, h.mask_key, h.payload_length, h.header_length) == (
-        masked, key, n, len(head))
+    assert (h.masked, h.mask_key, h.payload_length, h.header_length) == (masked, key, n, len(head))
 
 
 def test_parse_header_fields_offsets_and_encodings(impl: Impl) -> None:
     pf = impl.frames.parse_header
     h = pf(bytearray(b"junk" + header(0xB, 5, fin=False, rsv=0b111)), 4)
     assert (h.fin, h.rsv1, h.rsv2, h.rsv3, h.opcode, h.payload_length) == (
-        False, True, True, True, 11, 5)
+        False,
+        True,
+        True,
+        True,
+        11,
+        5,
+    )
     assert pf(memoryview(b"..\x81\x00"), 2).header_length == 2
     assert pf(b"\x81\x00", 2) is None
     # Non-minimal encodings and a length with bit 63 set are parsed as sent.
@@ -134,5 +145,11 @@ def test_build_close_payload_rejects_out_of_range_codes(impl: Impl) -> None:
 def test_constants(impl: Impl) -> None:
     f = impl.frames
     assert (f.OP_CONT, f.OP_TEXT, f.OP_BINARY, f.OP_CLOSE, f.OP_PING, f.OP_PONG) == (
-        0, 1, 2, 8, 9, 10)
+        0,
+        1,
+        2,
+        8,
+        9,
+        10,
+    )
     assert (f.NEED_DATA, f.CLOSE, f.ERROR) == (0, 1, 2)

@@ -31,8 +31,14 @@ def test_attributes(impl: Impl) -> None:
     assert (limit.message_capacity, limit.byte_capacity) == (67, 5000)
     assert (limit.leased, limit.starved) == (False, False)
     assert (limit.consumed_messages, limit.consumed_bytes) == (0, 0)
-    for name in ("messages_per_minute", "bytes_per_minute", "burst", "leased",
-                 "consumed_messages", "consumed_bytes"):
+    for name in (
+        "messages_per_minute",
+        "bytes_per_minute",
+        "burst",
+        "leased",
+        "consumed_messages",
+        "consumed_bytes",
+    ):
         with pytest.raises(AttributeError):
             setattr(limit, name, 1)
 
@@ -234,8 +240,7 @@ def test_first_exhausted_limit_decides(impl: Impl) -> None:
     sub = g.Limit(messages_per_minute=3, now_ns=0)
     app = g.Limit(messages_per_minute=2, now_ns=0)
     api = g.Limit(messages_per_minute=2, now_ns=0)
-    gate = g.Gate([(sub, g.ACTION_DROP, 10), (app, g.ACTION_CLOSE, 20),
-                   (api, g.ACTION_SHAPE, 30)])
+    gate = g.Gate([(sub, g.ACTION_DROP, 10), (app, g.ACTION_CLOSE, 20), (api, g.ACTION_SHAPE, 30)])
     assert gate.admit(0, 0) == 0
     assert gate.admit(0, 0) == 0
     # app and api are both empty now: app comes first.

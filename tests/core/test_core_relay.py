@@ -122,8 +122,9 @@ def test_chunking_does_not_change_events_or_payloads(impl: Impl, client: bool) -
 
 
 def test_byte_by_byte_small_frames(impl: Impl) -> None:
-    wire = b"".join(client_frame(op, payload_of(n))
-                    for op, n in [(1, 0), (2, 9), (9, 3), (2, 130), (10, 0)])
+    wire = b"".join(
+        client_frame(op, payload_of(n)) for op, n in [(1, 0), (2, 9), (9, 3), (2, 130), (10, 0)]
+    )
     relay = impl.frames.FrameRelay(from_client=True)
     events, out, _ = feed(relay, [bytes([b]) for b in wire])
     assert events == []
@@ -304,37 +305,64 @@ ERROR_CASES = [
     ("rsv2", True, [client_frame(2, b"x", rsv=0b010)], 1002, {}),
     ("rsv3", False, [frame(2, b"x", rsv=0b001)], 1002, {}),
     ("rsv1 without extension", True, [client_frame(2, b"x", rsv=0b100)], 1002, {}),
-    ("rsv1 on continuation", True,
-     [client_frame(1, b"a", fin=False, rsv=0b100), client_frame(0, b"b", rsv=0b100)],
-     1002, {"allow_rsv1": True}),
+    (
+        "rsv1 on continuation",
+        True,
+        [client_frame(1, b"a", fin=False, rsv=0b100), client_frame(0, b"b", rsv=0b100)],
+        1002,
+        {"allow_rsv1": True},
+    ),
     ("rsv1 on control", False, [frame(9, b"", rsv=0b100)], 1002, {"allow_rsv1": True}),
-    *[(f"reserved opcode {op}", False, [frame(op, b"")], 1002, {})
-      for op in (3, 4, 5, 6, 7, 11, 12, 13, 14, 15)],
+    *[
+        (f"reserved opcode {op}", False, [frame(op, b"")], 1002, {})
+        for op in (3, 4, 5, 6, 7, 11, 12, 13, 14, 15)
+    ],
     ("control payload 126", True, [client_frame(9, bytes(126))], 1002, {}),
     ("control payload 126, short header", False, [header(10, 126, encoding=16)], 1002, {}),
     ("fragmented ping", False, [frame(9, b"", fin=False)], 1002, {}),
     ("fragmented close", True, [client_frame(8, b"", fin=False)], 1002, {}),
     ("continuation without message", False, [frame(0, b"x")], 1002, {}),
     ("continuation after final frame", False, [frame(1, b"a"), frame(0, b"b")], 1002, {}),
-    ("text inside fragmented message", True,
-     [client_frame(1, b"a", fin=False), client_frame(1, b"b")], 1002, {}),
-    ("binary inside fragmented message", False,
-     [frame(2, b"a", fin=False), frame(9, b""), frame(2, b"b")], 1002, {}),
+    (
+        "text inside fragmented message",
+        True,
+        [client_frame(1, b"a", fin=False), client_frame(1, b"b")],
+        1002,
+        {},
+    ),
+    (
+        "binary inside fragmented message",
+        False,
+        [frame(2, b"a", fin=False), frame(9, b""), frame(2, b"b")],
+        1002,
+        {},
+    ),
     ("64-bit length with MSB set", False, [b"\x82\x7f\x80" + bytes(7)], 1002, {}),
     ("close payload 1 byte", True, [client_frame(8, b"\x03")], 1002, {}),
-    ("message too big, one frame", False, [frame(2, bytes(11))], 1009,
-     {"max_message_bytes": 10}),
-    ("message too big, fragments", True,
-     [client_frame(2, bytes(6), fin=False), client_frame(9, b""), client_frame(0, bytes(5))],
-     1009, {"max_message_bytes": 10}),
+    ("message too big, one frame", False, [frame(2, bytes(11))], 1009, {"max_message_bytes": 10}),
+    (
+        "message too big, fragments",
+        True,
+        [client_frame(2, bytes(6), fin=False), client_frame(9, b""), client_frame(0, bytes(5))],
+        1009,
+        {"max_message_bytes": 10},
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "client", "frames", "code", "kwargs"), ERROR_CASES,
-                         ids=[c[0] for c in ERROR_CASES])
+@pytest.mark.parametrize(
+    ("name", "client", "frames", "code", "kwargs"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES]
+)
 @pytest.mark.parametrize("bytewise", [False, True])
-def test_protocol_errors(impl: Impl, name: str, client: bool, frames: list[bytes], code: int,
-                         kwargs: dict, bytewise: bool) -> None:
+def test_protocol_errors(
+    impl: Impl,
+    name: str,
+    client: bool,
+    frames: list[bytes],
+    code: int,
+    kwargs: dict,
+    bytewise: bool,
+) -> None:
     f = impl.frames
     key = KEY if client else None
     prior = frame(2, b"fine", key=key)
@@ -366,8 +394,11 @@ def test_error_reasons_name_the_problem(impl: Impl) -> None:
 
 def test_rsv1_allowed_on_first_frame_of_a_message(impl: Impl) -> None:
     f = impl.frames
-    wire = (client_frame(1, b"a", fin=False, rsv=0b100) + client_frame(0, b"b")
-            + client_frame(2, b"c", rsv=0b100))
+    wire = (
+        client_frame(1, b"a", fin=False, rsv=0b100)
+        + client_frame(0, b"b")
+        + client_frame(2, b"c", rsv=0b100)
+    )
     relay = f.FrameRelay(from_client=True, allow_rsv1=True)
     events, out, _ = feed(relay, [wire])
     assert events == []
@@ -376,8 +407,15 @@ def test_rsv1_allowed_on_first_frame_of_a_message(impl: Impl) -> None:
 
 def test_control_frames_between_fragments(impl: Impl) -> None:
     f = impl.frames
-    wire = (frame(1, b"frag1", fin=False) + frame(9, b"p") + frame(0, b"frag2", fin=False)
-            + frame(10, b"q") + frame(9, b"") + frame(0, b"end") + frame(2, b"next"))
+    wire = (
+        frame(1, b"frag1", fin=False)
+        + frame(9, b"p")
+        + frame(0, b"frag2", fin=False)
+        + frame(10, b"q")
+        + frame(9, b"")
+        + frame(0, b"end")
+        + frame(2, b"next")
+    )
     relay = f.FrameRelay(from_client=False)
     assert feed(relay, [wire])[:2] == ([], wire)
     assert (relay.data_frames, relay.data_bytes, relay.control_frames) == (4, 17, 3)
@@ -385,16 +423,22 @@ def test_control_frames_between_fragments(impl: Impl) -> None:
 
 def test_max_message_bytes_boundaries(impl: Impl) -> None:
     f = impl.frames
-    wire = (frame(2, bytes(4), fin=False) + frame(0, bytes(6))  # exactly 10: fine
-            + frame(1, bytes(10))  # a new message starts the count again
-            + frame(2, bytes(10), fin=False) + frame(0, b"", fin=False))  # empty: fine
+    wire = (
+        frame(2, bytes(4), fin=False)
+        + frame(0, bytes(6))  # exactly 10: fine
+        + frame(1, bytes(10))  # a new message starts the count again
+        + frame(2, bytes(10), fin=False)
+        + frame(0, b"", fin=False)
+    )  # empty: fine
     relay = f.FrameRelay(from_client=False, max_message_bytes=10)
     assert feed(relay, [wire])[:2] == ([], wire)
     assert relay.process(frame(0, b"!")) == f.ERROR
     assert relay.error_code == 1009
     assert relay.take_output() is None
-    assert f.FrameRelay(from_client=False, max_message_bytes=0).process(
-        header(2, 1 << 62)) == f.NEED_DATA
+    assert (
+        f.FrameRelay(from_client=False, max_message_bytes=0).process(header(2, 1 << 62))
+        == f.NEED_DATA
+    )
     with pytest.raises((ValueError, OverflowError)):
         f.FrameRelay(from_client=False, max_message_bytes=-1)
 
@@ -420,7 +464,15 @@ def test_counters(impl: Impl) -> None:
 
 def test_attributes_are_read_only(impl: Impl) -> None:
     relay = impl.frames.FrameRelay(from_client=False)
-    for name in ("close_code", "close_reason", "error_code", "error_reason", "data_frames",
-                 "data_bytes", "control_frames", "closed"):
+    for name in (
+        "close_code",
+        "close_reason",
+        "error_code",
+        "error_reason",
+        "data_frames",
+        "data_bytes",
+        "control_frames",
+        "closed",
+    ):
         with pytest.raises(AttributeError):
             setattr(relay, name, 1)

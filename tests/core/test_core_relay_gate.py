@@ -28,16 +28,18 @@ def frozen_limit(impl: Impl, mpm: int = 0, bpm: int = 0, burst: int = 0) -> Any:
     return impl.gate.Limit(mpm, bpm, burst, now_ns=future())
 
 
-def leased_limit(impl: Impl, messages: int = 0, nbytes: int = 0, *, mpm: int = 1000,
-                 bpm: int = 0) -> Any:
+def leased_limit(
+    impl: Impl, messages: int = 0, nbytes: int = 0, *, mpm: int = 1000, bpm: int = 0
+) -> Any:
     limit = impl.gate.Limit(mpm, bpm, now_ns=0)
     limit.set_leased(True, 0)
     limit.grant(messages, nbytes)
     return limit
 
 
-def relay_with(impl: Impl, client: bool, limit: Any, action: int, scope: int = SCOPE,
-               **kw: Any) -> Any:
+def relay_with(
+    impl: Impl, client: bool, limit: Any, action: int, scope: int = SCOPE, **kw: Any
+) -> Any:
     relay = impl.frames.FrameRelay(from_client=client, **kw)
     relay.set_gate(impl.gate.Gate([(limit, action, scope)]))
     return relay
@@ -50,21 +52,23 @@ def f(client: bool, opcode: int, payload: bytes = b"", **kw: Any) -> bytes:
 def drop_stream(client: bool) -> tuple[bytes, bytes]:
     """(wire, what must come out) for a limit of 3 messages with ACTION_DROP."""
     kept = [
-        f(client, 1, b"one"),                         # message 1: admitted
-        f(client, 2, b"two-a", fin=False),            # message 2: admitted (1 token)...
-        f(client, 0, b"two-b"),                       # ...its continuation is forced
+        f(client, 1, b"one"),  # message 1: admitted
+        f(client, 2, b"two-a", fin=False),  # message 2: admitted (1 token)...
+        f(client, 0, b"two-b"),  # ...its continuation is forced
     ]
     ping = f(client, 9, b"still here")
     pong = f(client, 10, b"")
-    wire = b"".join([
-        *kept,
-        f(client, 2, b"three-a", fin=False),          # message 3: no token left: dropped
-        ping,                                         # control frames still go through
-        f(client, 0, b"three-b", fin=False),
-        pong,
-        f(client, 0, b"three-c"),
-        f(client, 1, b"four"),                        # message 4: dropped too
-    ])
+    wire = b"".join(
+        [
+            *kept,
+            f(client, 2, b"three-a", fin=False),  # message 3: no token left: dropped
+            ping,  # control frames still go through
+            f(client, 0, b"three-b", fin=False),
+            pong,
+            f(client, 0, b"three-c"),
+            f(client, 1, b"four"),  # message 4: dropped too
+        ]
+    )
     return wire, b"".join([*kept, ping, pong])
 
 
@@ -73,7 +77,7 @@ def check_drop_counters(relay: Any) -> None:
     assert relay.dropped_frames == 4
     assert relay.drop_scope == SCOPE
     assert relay.data_frames == 3  # forwarded data frames only
-    assert relay.data_bytes == len(b"one" b"two-a" b"two-b")
+    assert relay.data_bytes == len(b"onetwo-atwo-b")
     assert relay.control_frames == 2
     assert relay.retry_after_ns > 0
 
@@ -105,10 +109,16 @@ def test_drop_across_process_calls(impl: Impl, client: bool, chunking: str) -> N
         rng = random.Random(99)
         chunks = split(wire, [rng.randrange(len(wire)) for _ in range(12)])
     else:  # one frame per call: the drop state must survive between calls
-        sizes = [len(f(client, 1, b"one")), len(f(client, 2, b"two-a")),
-                 len(f(client, 0, b"two-b")), len(f(client, 2, b"three-a")),
-                 len(f(client, 9, b"still here")), len(f(client, 0, b"three-b")),
-                 len(f(client, 10)), len(f(client, 0, b"three-c"))]
+        sizes = [
+            len(f(client, 1, b"one")),
+            len(f(client, 2, b"two-a")),
+            len(f(client, 0, b"two-b")),
+            len(f(client, 2, b"three-a")),
+            len(f(client, 9, b"still here")),
+            len(f(client, 0, b"three-b")),
+            len(f(client, 10)),
+            len(f(client, 0, b"three-c")),
+        ]
         cuts = [sum(sizes[: i + 1]) for i in range(len(sizes))]
         chunks = split(wire, cuts)
         assert len(chunks) == 9
@@ -158,8 +168,9 @@ def test_drop_by_bytes(impl: Impl) -> None:
 
 @pytest.mark.parametrize("client", [True, False])
 @pytest.mark.parametrize("action", [2, 3])  # ACTION_CLOSE, ACTION_SHAPE
-def test_throttled_stops_before_the_frame_and_resumes(impl: Impl, client: bool,
-                                                      action: int) -> None:
+def test_throttled_stops_before_the_frame_and_resumes(
+    impl: Impl, client: bool, action: int
+) -> None:
     fr = impl.frames
     m1, m2, m3 = f(client, 1, b"first"), f(client, 2, b"second"), f(client, 1, b"third")
     ping = f(client, 9, b"p")
@@ -293,7 +304,14 @@ def test_no_gate_no_change(impl: Impl) -> None:
     assert (relay.dropped_messages, relay.dropped_frames, relay.throttle_action) == (0, 0, 0)
     with pytest.raises(TypeError):
         relay.set_gate(object())
-    for name in ("gate", "throttle_action", "throttle_scope", "retry_after_ns",
-                 "dropped_messages", "dropped_frames", "drop_scope"):
+    for name in (
+        "gate",
+        "throttle_action",
+        "throttle_scope",
+        "retry_after_ns",
+        "dropped_messages",
+        "dropped_frames",
+        "drop_scope",
+    ):
         with pytest.raises(AttributeError):
             setattr(relay, name, 1)

@@ -81,8 +81,12 @@ async def test_two_gateways_share_one_budget(
         samples = await scrape(env)
         for direction in ("client_to_backend", "backend_to_client"):
             forwarded += sample(
-                samples, "wsgw_messages_total", api="EchoWebSocket", version="1.0",
-                application="DefaultApplication", direction=direction,
+                samples,
+                "wsgw_messages_total",
+                api="EchoWebSocket",
+                version="1.0",
+                application="DefaultApplication",
+                direction=direction,
             )
     # 40 tokens, plus the refill over the test (40/60 per second, a few seconds), plus the
     # documented over-admission bound (P = 2 processes).
@@ -193,9 +197,6 @@ async def _wait_metric(env: object, name: str, ok: object, timeout_s: float = 8.
             return
         assert time.monotonic() < deadline, f"{name} stayed at {value}"
         await asyncio.sleep(0.1)
-
-
-
 
 
 async def test_events_reach_a_redis_stream(

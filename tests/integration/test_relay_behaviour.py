@@ -191,7 +191,6 @@ async def test_raw_ping_payload_and_pong_pass_unchanged(env: Env) -> None:
 # ----------------------------------------------------- a peer vanishing mid-frame
 
 
-
 async def test_client_vanishing_mid_frame_never_completes_the_frame_with_gateway_bytes(
     make_gateway: GatewayFactory, peers: Peers
 ) -> None:

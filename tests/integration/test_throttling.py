@@ -82,12 +82,8 @@ async def test_drop_keeps_the_connection_and_notifies_the_client(
         pong = await ws.ping()  # control frames are never throttled
         await asyncio.wait_for(pong, RECV_S)
     samples = await scrape(env)
-    assert sample(
-        samples, "wsgw_throttled_total", **APP, scope="subscription", action="drop"
-    ) == 1
-    assert sample(
-        samples, "wsgw_messages_total", **APP, direction="client_to_backend"
-    ) == 2
+    assert sample(samples, "wsgw_throttled_total", **APP, scope="subscription", action="drop") == 1
+    assert sample(samples, "wsgw_messages_total", **APP, direction="client_to_backend") == 2
 
 
 async def test_drop_takes_a_fragmented_message_whole(make_gateway: GatewayFactory) -> None:
@@ -124,9 +120,7 @@ async def test_close_action_closes_with_1008(make_gateway: GatewayFactory) -> No
     assert ws.close_code == 1008
     assert "rate limit exceeded (subscription)" in ws.close_reason
     samples = await scrape(env)
-    assert sample(
-        samples, "wsgw_throttled_total", **APP, scope="subscription", action="close"
-    ) == 1
+    assert sample(samples, "wsgw_throttled_total", **APP, scope="subscription", action="close") == 1
     assert sample(samples, "wsgw_close_codes_total", **API, code="1008", by="gateway") == 1
 
 
@@ -144,9 +138,7 @@ async def test_shape_is_lossless_and_pushes_back(make_gateway: GatewayFactory) -
         received = [await asyncio.wait_for(ws.recv(), 10) for _ in sent]
     assert received == [f"[production] {text}" for text in sent]
     samples = await scrape(env)
-    assert sample(
-        samples, "wsgw_throttled_total", **APP, scope="subscription", action="shape"
-    ) >= 1
+    assert sample(samples, "wsgw_throttled_total", **APP, scope="subscription", action="shape") >= 1
     assert sample(samples, "wsgw_messages_total", **APP, direction="backend_to_client") == 320
 
 
@@ -200,10 +192,18 @@ async def test_application_tier_counts_across_apis(make_gateway: GatewayFactory)
         await second.send("c")
         assert (await recv_json(second))["code"] == 4008
     samples = await scrape(env)
-    assert sample(
-        samples, "wsgw_throttled_total", api="EchoWebSocket", version="2.0",
-        application="DefaultApplication", scope="application", action="drop",
-    ) == 1
+    assert (
+        sample(
+            samples,
+            "wsgw_throttled_total",
+            api="EchoWebSocket",
+            version="2.0",
+            application="DefaultApplication",
+            scope="application",
+            action="drop",
+        )
+        == 1
+    )
 
 
 async def test_api_policy_applies_to_all_traffic(make_gateway: GatewayFactory) -> None:
@@ -228,8 +228,9 @@ async def test_connection_cap_refuses_with_429(make_gateway: GatewayFactory) -> 
         edit=with_tier("Two", {"max_connections": 2}),
         subscribe_to=("EchoWebSocket", "1.0", "Two"),
     )
-    async with connect(env.url, additional_headers=env.auth()), connect(
-        env.url, additional_headers=env.auth()
+    async with (
+        connect(env.url, additional_headers=env.auth()),
+        connect(env.url, additional_headers=env.auth()),
     ):
         with pytest.raises(websockets.InvalidStatus) as refused:
             async with connect(env.url, additional_headers=env.auth()):
@@ -243,9 +244,9 @@ async def test_connection_cap_refuses_with_429(make_gateway: GatewayFactory) -> 
         await ws.send("room again")
         assert await asyncio.wait_for(ws.recv(), RECV_S) == "[production] room again"
     samples = await scrape(env)
-    assert sample(
-        samples, "wsgw_throttled_total", **APP, scope="subscription", action="refuse"
-    ) == 1
+    assert (
+        sample(samples, "wsgw_throttled_total", **APP, scope="subscription", action="refuse") == 1
+    )
     assert sample(samples, "wsgw_connections_total", **API, outcome="429") == 1
 
 
@@ -287,8 +288,10 @@ async def test_metrics_and_events_match_the_traffic(
     assert sample(samples, "wsgw_messages_total", **APP, direction="backend_to_client") == 7
     assert sample(samples, "wsgw_bytes_total", **APP, direction="client_to_backend") == 700
     assert sample(samples, "wsgw_connections_total", **API, outcome="upgraded") == 1
-    assert sample(samples, "wsgw_connections_total", api="EchoWebSocket", version="1.0",
-                  outcome="401") == 1
+    assert (
+        sample(samples, "wsgw_connections_total", api="EchoWebSocket", version="1.0", outcome="401")
+        == 1
+    )
     assert sample(samples, "wsgw_close_codes_total", **API, code="1000", by="client") == 1
     assert sample(samples, "wsgw_connections_active", **APP, key_type="PRODUCTION") == 0
     assert sample(samples, "wsgw_handshake_seconds_count", **API) == 1

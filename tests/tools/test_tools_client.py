@@ -32,8 +32,9 @@ async def echo_handler(ws: ServerConnection) -> None:
 
 async def test_lines_go_out_as_text_and_replies_are_printed(start_echo) -> None:
     port = await start_echo(prefix="E:")
-    code, out, err = await run_wsgw("client", f"ws://127.0.0.1:{port}/",
-                                    stdin=b"one\ntwo\r\n\nlast without newline")
+    code, out, err = await run_wsgw(
+        "client", f"ws://127.0.0.1:{port}/", stdin=b"one\ntwo\r\n\nlast without newline"
+    )
     assert out == "< E:one\n< E:two\n< E:\n< E:last without newline\n"
     assert f"connected to ws://127.0.0.1:{port}/ (subprotocol: none)" in err
     assert err.rstrip().endswith("closed: 1000")
@@ -46,8 +47,7 @@ async def test_stdin_may_be_a_regular_file(start_echo, tmp_path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with source.open("rb") as stdin_file:
-        code, out, err = await run_wsgw("client", f"ws://127.0.0.1:{port}/",
-                                        stdin_file=stdin_file)
+        code, out, err = await run_wsgw("client", f"ws://127.0.0.1:{port}/", stdin_file=stdin_file)
     assert out.splitlines() == [f"< {line}" for line in lines]
     assert code == 0, err
 
@@ -66,9 +66,16 @@ async def test_token_and_headers_are_sent_and_the_token_never_printed() -> None:
 
     async with ws_server(echo_handler, process_request=record) as port:
         code, out, err = await run_wsgw(
-            "client", f"ws://127.0.0.1:{port}/chat/1.0?access_token=s3cr3t&room=7",
-            "--token", "s3cr3t", "-H", "X-Trace: abc 123", "-H", "X-Empty:",
-            stdin=b"hi\n")
+            "client",
+            f"ws://127.0.0.1:{port}/chat/1.0?access_token=s3cr3t&room=7",
+            "--token",
+            "s3cr3t",
+            "-H",
+            "X-Trace: abc 123",
+            "-H",
+            "X-Empty:",
+            stdin=b"hi\n",
+        )
     assert code == 0, err
     assert out == "< hi\n"
     [request] = seen
@@ -82,8 +89,15 @@ async def test_token_and_headers_are_sent_and_the_token_never_printed() -> None:
 
 async def test_subprotocols_are_offered_and_the_chosen_one_reported(start_echo) -> None:
     port = await start_echo(subprotocols=["chat.v2"])
-    code, out, err = await run_wsgw("client", f"ws://127.0.0.1:{port}/", "--subprotocol",
-                                    "chat.v1", "--subprotocol", "chat.v2", stdin=b"x\n")
+    code, out, err = await run_wsgw(
+        "client",
+        f"ws://127.0.0.1:{port}/",
+        "--subprotocol",
+        "chat.v1",
+        "--subprotocol",
+        "chat.v2",
+        stdin=b"x\n",
+    )
     assert "(subprotocol: chat.v2)" in err
     assert (code, out) == (0, "< x\n")
 
@@ -92,13 +106,15 @@ async def test_refusal_shows_status_and_json_body_and_exits_1() -> None:
     body = json.dumps({"error": "forbidden", "message": "not subscribed to Chat:1.0"}).encode()
 
     def refuse(connection: ServerConnection, request: Request) -> Response:
-        headers = Headers([("Content-Type", "application/json"),
-                           ("Content-Length", str(len(body)))])
+        headers = Headers(
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
         return Response(403, "Forbidden", headers, body)
 
     async with ws_server(echo_handler, process_request=refuse) as port:
-        code, out, err = await run_wsgw("client", f"ws://127.0.0.1:{port}/", "--token", "t0k",
-                                        stdin=b"never sent\n")
+        code, out, err = await run_wsgw(
+            "client", f"ws://127.0.0.1:{port}/", "--token", "t0k", stdin=b"never sent\n"
+        )
     assert code == 1
     assert out == ""
     assert "HTTP 403 Forbidden" in err
@@ -162,8 +178,13 @@ async def test_invalid_utf8_from_the_server_is_refused_with_1007() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["-H", "no colon here"], ["-H", "Bad Name: v"], ["-H", ": v"],
-     ["--token", "a", "-H", "Authorization: Basic x"], ["--subprotocol", "a b"]],
+    [
+        ["-H", "no colon here"],
+        ["-H", "Bad Name: v"],
+        ["-H", ": v"],
+        ["--token", "a", "-H", "Authorization: Basic x"],
+        ["--subprotocol", "a b"],
+    ],
 )
 async def test_bad_arguments_exit_2(echo_port: int, argv: list[str]) -> None:
     code, out, err = await run_wsgw("client", f"ws://127.0.0.1:{echo_port}/", *argv, stdin=b"")

@@ -20,8 +20,9 @@ def test_parse_header_accepts_name_colon_value() -> None:
     assert parse_header("X-Empty:") == ("X-Empty", "")
 
 
-@pytest.mark.parametrize("raw", ["novalue", "Bad Name: v", ": v", "X-A: a\r\nX-B: b",
-                                 "X(y): 1", "X-Nul: a\0b"])
+@pytest.mark.parametrize(
+    "raw", ["novalue", "Bad Name: v", ": v", "X-A: a\r\nX-B: b", "X(y): 1", "X-Nul: a\0b"]
+)
 def test_parse_header_refuses_what_would_break_the_request(raw: str) -> None:
     with pytest.raises(UsageError):
         parse_header(raw)
@@ -29,8 +30,11 @@ def test_parse_header_refuses_what_would_break_the_request(raw: str) -> None:
 
 def test_build_headers_order_token_and_subprotocols() -> None:
     headers = build_headers("tok", ["X-A: 1"], ["p1", "p2"])
-    assert headers == [("X-A", "1"), ("Authorization", "Bearer tok"),
-                       ("Sec-WebSocket-Protocol", "p1, p2")]
+    assert headers == [
+        ("X-A", "1"),
+        ("Authorization", "Bearer tok"),
+        ("Sec-WebSocket-Protocol", "p1, p2"),
+    ]
     assert build_headers(None, [], []) == []
     for token in ["", "a b", "a\nb"]:
         with pytest.raises(UsageError):

@@ -34,8 +34,14 @@ SIZES = [0, 1, 2, 7, 8, 125, 126, 127, 65535, 65536, 1024 * 1024]
 
 
 def ws_connect(port: int, path: str = "/", **kwargs: object):
-    return connect(f"ws://127.0.0.1:{port}{path}", open_timeout=TIMEOUT, close_timeout=TIMEOUT,
-                   max_size=None, compression=None, **kwargs)  # type: ignore[arg-type]
+    return connect(
+        f"ws://127.0.0.1:{port}{path}",
+        open_timeout=TIMEOUT,
+        close_timeout=TIMEOUT,
+        max_size=None,
+        compression=None,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 async def recv(ws) -> str | bytes:
@@ -43,6 +49,7 @@ async def recv(ws) -> str | bytes:
 
 
 # --- websockets client ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_text_and_binary_echo_exact_at_boundary_sizes(echo_port: int, size: int) -> None:
@@ -92,8 +99,9 @@ async def test_ping_gets_pong_with_same_payload(echo_port: int) -> None:
         assert latency >= 0
 
 
-@pytest.mark.parametrize(("code", "reason"), [(1000, ""), (1001, "bye"), (4001, "app code"),
-                                              (3000, "")])
+@pytest.mark.parametrize(
+    ("code", "reason"), [(1000, ""), (1001, "bye"), (4001, "app code"), (3000, "")]
+)
 async def test_close_code_is_echoed(echo_port: int, code: int, reason: str) -> None:
     async with ws_connect(echo_port) as ws:
         await ws.close(code, reason)
@@ -155,6 +163,7 @@ async def test_any_path_is_served_and_non_upgrade_is_refused(echo_port: int) -> 
 
 # --- raw bytes: what libraries will not send ---------------------------------------------
 
+
 async def test_fragmented_text_is_echoed_as_one_text_frame(echo_port: int) -> None:
     raw = await RawClient.connect(echo_port)
     raw.send(OP_TEXT, b"ab", fin=False)
@@ -210,10 +219,14 @@ async def test_protocol_errors_and_close_frames(echo_port: int, frames, expected
 
 async def test_nothing_is_echoed_after_close(echo_port: int) -> None:
     raw = await RawClient.connect(echo_port)
-    raw.writer.write(b"".join([
-        encode_frame(OP_CLOSE, close_payload(1000)),
-        encode_frame(OP_TEXT, b"too late"),
-    ]))
+    raw.writer.write(
+        b"".join(
+            [
+                encode_frame(OP_CLOSE, close_payload(1000)),
+                encode_frame(OP_TEXT, b"too late"),
+            ]
+        )
+    )
     assert await raw.read_frame() == (True, OP_CLOSE, struct.pack("!H", 1000))
     assert await raw.at_eof()
 
@@ -226,12 +239,18 @@ async def test_unmasked_client_frame_is_refused_by_picows(echo_port: int) -> Non
 
 # --- aiohttp client ------------------------------------------------------------------------
 
+
 async def test_aiohttp_client_text_binary_ping_close(start_echo) -> None:
     port = await start_echo(prefix="P:", subprotocols=["v2"])
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-        f"ws://127.0.0.1:{port}/ws", protocols=("v1", "v2"), autoping=False,
-        timeout=aiohttp.ClientWSTimeout(ws_close=TIMEOUT),
-    ) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(
+            f"ws://127.0.0.1:{port}/ws",
+            protocols=("v1", "v2"),
+            autoping=False,
+            timeout=aiohttp.ClientWSTimeout(ws_close=TIMEOUT),
+        ) as ws,
+    ):
         assert ws.protocol == "v2"
         await ws.send_str("text")
         msg = await ws.receive(TIMEOUT)
@@ -247,6 +266,7 @@ async def test_aiohttp_client_text_binary_ping_close(start_echo) -> None:
 
 
 # --- pure helpers --------------------------------------------------------------------------
+
 
 def test_select_subprotocol_follows_client_order_across_headers() -> None:
     supported = frozenset({"a", "b"})
@@ -279,9 +299,12 @@ def test_assembler_limits_and_reset() -> None:
     asm = MessageAssembler(max_bytes=4)
     assert asm.feed(frame(WSMsgType.BINARY, b"ab", False, False)) is None
     assert asm.feed(frame(WSMsgType.CONTINUATION, b"cd", True, False)) == (
-        WSMsgType.BINARY, b"abcd")
+        WSMsgType.BINARY,
+        b"abcd",
+    )
     assert asm.feed(frame(WSMsgType.TEXT, b"four", True, False)) == (WSMsgType.TEXT, b"four")
     from wsgw.tools.echo import MessageError
+
     with pytest.raises(MessageError) as info:
         asm.feed(frame(WSMsgType.TEXT, b"fives", True, False))
     assert info.value.code == 1009
@@ -289,8 +312,9 @@ def test_assembler_limits_and_reset() -> None:
 
 async def test_bad_upgrade_gets_400_and_the_server_keeps_serving(echo_port: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", echo_port)
-    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\n\r\n")  # no Sec-WebSocket-Key
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )  # no Sec-WebSocket-Key
     head = await asyncio.wait_for(reader.read(), TIMEOUT)
     writer.close()
     assert head.startswith(b"HTTP/1.1 400 ")

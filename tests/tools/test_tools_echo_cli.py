@@ -20,8 +20,15 @@ READY = re.compile(r"^echo backend listening on ws://127\.0\.0\.1:(\d+)$")
 
 async def start_echo_process(*argv: str) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wsgw", "echo", *argv,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=wsgw_env(),
+        sys.executable,
+        "-m",
+        "wsgw",
+        "echo",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=wsgw_env(),
     )
     assert proc.stdout is not None
     try:

@@ -27,20 +27,29 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wsgw-test")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     folder = tmp_path_factory.mktemp("tls")
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -52,7 +61,8 @@ async def wss_port(start_echo, self_signed: tuple[Path, Path]) -> int:
 
 
 async def test_echo_over_tls_with_a_trusting_websockets_client(
-        wss_port: int, self_signed: tuple[Path, Path]) -> None:
+    wss_port: int, self_signed: tuple[Path, Path]
+) -> None:
     trust = ssl.create_default_context(cafile=str(self_signed[0]))
     async with connect(f"wss://127.0.0.1:{wss_port}/", ssl=trust, open_timeout=TIMEOUT) as ws:
         await ws.send("secure")
@@ -60,8 +70,9 @@ async def test_echo_over_tls_with_a_trusting_websockets_client(
 
 
 async def test_client_insecure_accepts_an_untrusted_certificate(wss_port: int) -> None:
-    code, out, err = await run_wsgw("client", f"wss://127.0.0.1:{wss_port}/", "--insecure",
-                                    stdin=b"over tls\n")
+    code, out, err = await run_wsgw(
+        "client", f"wss://127.0.0.1:{wss_port}/", "--insecure", stdin=b"over tls\n"
+    )
     assert (code, out) == (0, "< tls:over tls\n"), err
 
 

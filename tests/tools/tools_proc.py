@@ -18,14 +18,20 @@ def wsgw_env() -> dict[str, str]:
     return env
 
 
-async def run_wsgw(*argv: str, stdin: bytes | None = None, stdin_file: object = None,
-                   timeout: float = 15.0) -> tuple[int, str, str]:
+async def run_wsgw(
+    *argv: str, stdin: bytes | None = None, stdin_file: object = None, timeout: float = 15.0
+) -> tuple[int, str, str]:
     """Run `python -m wsgw ARGV…` to completion (bounded); (exit status, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wsgw", *argv,
+        sys.executable,
+        "-m",
+        "wsgw",
+        *argv,
         stdin=stdin_file if stdin_file is not None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=REPO, env=wsgw_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=wsgw_env(),
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)

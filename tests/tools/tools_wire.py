@@ -40,20 +40,27 @@ def close_payload(code: int, reason: bytes = b"") -> bytes:
 
 
 class RawClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 response_head: bytes) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, response_head: bytes
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.response_head = response_head
 
     @classmethod
-    async def connect(cls, port: int, path: str = "/",
-                      extra_headers: list[tuple[str, str]] = ()) -> RawClient:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), TIMEOUT)
+    async def connect(
+        cls, port: int, path: str = "/", extra_headers: list[tuple[str, str]] = ()
+    ) -> RawClient:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), TIMEOUT)
         key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
         lines += [f"{k}: {v}" for k, v in extra_headers]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)

@@ -578,8 +578,14 @@ class FrameRelay:
             self._closed = True
             self._state = _S_HEADER
         if emitted and not client:
-            if (not out and self._whole is None and not pre and seg == 0 and end == n
-                    and type(data) is bytes):
+            if (
+                not out
+                and self._whole is None
+                and not pre
+                and seg == 0
+                and end == n
+                and type(data) is bytes
+            ):
                 self._whole = data
             elif pre or end > seg:
                 self._flush_whole()

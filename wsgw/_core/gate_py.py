@@ -158,9 +158,7 @@ class Limit:
         # A frame larger than the byte capacity passes once the bucket is full.
         if self._mpm and self._msg_level < UNITS_PER_TOKEN:
             return False
-        return not (
-            self._bpm and self._byte_level < min(payload_len, self._bpm) * UNITS_PER_TOKEN
-        )
+        return not (self._bpm and self._byte_level < min(payload_len, self._bpm) * UNITS_PER_TOKEN)
 
     def _take(self, payload_len: int) -> None:
         if self._mpm:

@@ -44,11 +44,8 @@ class BackendLeg(asyncio.Protocol):
             out = relay.take_output()
             if out is not None and not client.client_close_sent and not client.client_gone:
                 client.transport.write(out)  # type: ignore[union-attr]
-            if (
-                event
-                or client._notice_pending
-                or relay.dropped_messages + client.c2b.dropped_messages != client._drops
-            ):
+            drops = relay.dropped_messages + client.c2b.dropped_messages  # type: ignore[union-attr]
+            if event or client._notice_pending or drops != client._drops:
                 client.backend_event(event)
             return
         if self.reader is not None:

@@ -109,8 +109,19 @@ class _Lease:
     """What the lease loop knows about one attached limit."""
 
     __slots__ = (
-        "key", "redis_key", "limit", "m_rate", "m_cap", "b_rate", "b_cap",
-        "seen_m", "seen_b", "used_m", "used_b", "idle", "boost_b",
+        "key",
+        "redis_key",
+        "limit",
+        "m_rate",
+        "m_cap",
+        "b_rate",
+        "b_cap",
+        "seen_m",
+        "seen_b",
+        "used_m",
+        "used_b",
+        "idle",
+        "boost_b",
     )
 
     def __init__(self, key: str, redis_key: str, limit: Limit) -> None:
@@ -186,18 +197,41 @@ class ClusterLimits:
     def collect(self) -> list[tuple[str, str, str, dict[str, str], float]]:
         """Metrics samples (name, type, help, labels, value), read at scrape time."""
         return [
-            ("wsgw_cluster_redis_healthy", "gauge",
-             "1 while the cluster limits reach Redis, else 0", {}, float(self.healthy)),
-            ("wsgw_cluster_redis_errors_total", "counter",
-             "Failed Redis calls of the cluster limits", {}, self.redis_errors_total),
-            ("wsgw_cluster_fallbacks_total", "counter",
-             "Redis outages (each applies gateway.redis_failure once)", {},
-             self.fallbacks_total),
-            ("wsgw_cluster_processes", "gauge",
-             "Live gateway processes sharing the limits (last heartbeat)", {}, self.processes),
-            ("wsgw_cluster_leased_limits", "gauge",
-             "Limits fed from the shared Redis buckets", {},
-             sum(1 for st in self._leases.values() if st.limit.leased)),
+            (
+                "wsgw_cluster_redis_healthy",
+                "gauge",
+                "1 while the cluster limits reach Redis, else 0",
+                {},
+                float(self.healthy),
+            ),
+            (
+                "wsgw_cluster_redis_errors_total",
+                "counter",
+                "Failed Redis calls of the cluster limits",
+                {},
+                self.redis_errors_total,
+            ),
+            (
+                "wsgw_cluster_fallbacks_total",
+                "counter",
+                "Redis outages (each applies gateway.redis_failure once)",
+                {},
+                self.fallbacks_total,
+            ),
+            (
+                "wsgw_cluster_processes",
+                "gauge",
+                "Live gateway processes sharing the limits (last heartbeat)",
+                {},
+                self.processes,
+            ),
+            (
+                "wsgw_cluster_leased_limits",
+                "gauge",
+                "Limits fed from the shared Redis buckets",
+                {},
+                sum(1 for st in self._leases.values() if st.limit.leased),
+            ),
         ]
 
     async def start(self) -> None:
@@ -288,8 +322,12 @@ class ClusterLimits:
                 async with asyncio.timeout(self._timeout):
                     # EVAL, not EVALSHA: once per handshake, and never NOSCRIPT after a restart.
                     taken = await self._redis.eval(
-                        redis_scripts.CONN_ACQUIRE, 2, self._conn_key(scope_key),
-                        self._registry, self.process_id, max_connections,
+                        redis_scripts.CONN_ACQUIRE,
+                        2,
+                        self._conn_key(scope_key),
+                        self._registry,
+                        self.process_id,
+                        max_connections,
                     )
             except _REDIS_ERRORS as exc:
                 self._enter_outage(exc)
@@ -517,9 +555,7 @@ class ClusterLimits:
         pipe = self._redis.pipeline(transaction=False)
         for script in _SCRIPTS.values():
             pipe.script_load(script.source)
-        pipe.evalsha(
-            _SCRIPTS["heartbeat"].sha, 1, self._registry, self.process_id, self._hb_ttl_ms
-        )
+        pipe.evalsha(_SCRIPTS["heartbeat"].sha, 1, self._registry, self.process_id, self._hb_ttl_ms)
         for key, count in self._connections.items():
             pipe.evalsha(_SCRIPTS["conn_set"].sha, 1, self._conn_key(key), self.process_id, count)
         try:
@@ -579,7 +615,9 @@ class ClusterLimits:
         # Once per outage; the error's type only (a URL may carry a password).
         log.warning(
             "cluster limits: Redis unreachable (%s); failure=%s: %s",
-            type(exc).__name__, self.failure, consequence,
+            type(exc).__name__,
+            self.failure,
+            consequence,
         )
 
     # ------------------------------------------------------------------ keys
@@ -601,6 +639,14 @@ class ClusterLimits:
         """The LEASE script's ARGV (redis_scripts.LEASE)."""
         share_m, share_b = self._shares(st)
         return [
-            st.m_rate, st.m_cap, want_m, back_m, share_m,
-            st.b_rate, st.b_cap, want_b, back_b, share_b,
+            st.m_rate,
+            st.m_cap,
+            want_m,
+            back_m,
+            share_m,
+            st.b_rate,
+            st.b_cap,
+            want_b,
+            back_b,
+            share_b,
         ]

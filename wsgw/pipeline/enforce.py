@@ -4,18 +4,18 @@ letting go of limits once the connection is closing. Mixed into ClientLeg, whose
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import orjson
 
 from wsgw import _core
-from wsgw.pipeline.flow import OPEN, PAUSE_THROTTLE
+from wsgw.pipeline.flow import OPEN, PAUSE_THROTTLE, Leg
 from wsgw.pipeline.throttle import ACTION_NAMES
 
 if TYPE_CHECKING:
     from wsgw.app import Gateway
     from wsgw.pipeline.backend import BackendLeg
-    from wsgw.pipeline.relay import ClientLeg
     from wsgw.pipeline.telemetry import ConnectionRecord
     from wsgw.pipeline.throttle import Admission
 
@@ -36,13 +36,18 @@ class LimitEnforcement:
     client_gone: bool
     _drops: int
     _notice_pending: bool
-    transport: object
+    transport: asyncio.Transport | None
+    paused: int
 
     if TYPE_CHECKING:
 
+        def pause(self, reason: int) -> None: ...
+        def resume(self, reason: int) -> None: ...
+        def data_received(self, data: bytes) -> None: ...
         def _record_close(self, code: int, by: str) -> None: ...
         def _close_client(self, code: int, reason: str) -> None: ...
         def _close_backend(self, code: int, reason: str) -> None: ...
+
     def _scope(self, index: int) -> str:
         assert self.admission is not None
         return self.admission.scope_labels[index]
@@ -93,7 +98,7 @@ class LimitEnforcement:
             self._close_client(POLICY_VIOLATION, reason)
             self._close_backend(POLICY_VIOLATION, reason)
             return
-        leg: ClientLeg | BackendLeg | None = self if from_client else self.backend
+        leg: Leg | None = self if from_client else self.backend
         if leg is not None:
             leg.pause(PAUSE_THROTTLE)
         delay = max(relay.retry_after_ns, 1_000_000) / 1e9
@@ -103,7 +108,7 @@ class LimitEnforcement:
         """Tokens should be back: retry the held message; read again if it passed."""
         if self.state != OPEN:
             return
-        leg: ClientLeg | BackendLeg | None = self if from_client else self.backend
+        leg: Leg | None = self if from_client else self.backend
         if leg is None:
             return
         # Resume first: if the held message is refused again, _throttled pauses anew
@@ -115,11 +120,14 @@ class LimitEnforcement:
         """Closing: limits no longer apply. A message held by `shape` or `close` is let go,
         so that the close frame behind it can be read; where it goes, the closing state
         decides (nowhere, if the other side already got a close)."""
-        for relay, leg in ((self.c2b, self), (self.b2c, self.backend)):
+        legs: tuple[tuple[_core.FrameRelay | None, Leg | None], ...] = (
+            (self.c2b, self),
+            (self.b2c, self.backend),
+        )
+        for relay, leg in legs:
             if relay is None or relay.gate is None:
                 continue
             relay.set_gate(None)
             if leg is not None and leg.paused & PAUSE_THROTTLE:
                 leg.resume(PAUSE_THROTTLE)
                 self.gw.loop.call_soon(leg.data_received, b"")
-

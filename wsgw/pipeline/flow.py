@@ -3,6 +3,8 @@ frame of the gateway's own may be inserted into a direction."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from wsgw import _core
 
 # The states of a client connection.
@@ -12,6 +14,16 @@ HTTP, CONNECTING, OPEN, CLOSING, CLOSED = range(5)
 PAUSE_HANDSHAKE = 1
 PAUSE_BACKPRESSURE = 2
 PAUSE_THROTTLE = 4  # on_limit: shape — the sender waits for tokens, TCP pushes back
+
+
+class Leg(Protocol):
+    """Either side of a relayed connection, as flow control sees it."""
+
+    paused: int
+
+    def pause(self, reason: int) -> None: ...
+    def resume(self, reason: int) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
 
 
 def mid_frame(relay: _core.FrameRelay | None) -> bool:

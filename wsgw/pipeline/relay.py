@@ -75,7 +75,6 @@ REQUEST_TIMEOUT_S = 10.0
 EARLY_BYTES_MAX = 64 * 1024
 
 
-
 class ClientLeg(LimitEnforcement, asyncio.Protocol):
     def __init__(self, gateway: Gateway, secure: bool) -> None:
         self.gw = gateway
@@ -129,7 +128,9 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
                 backend = self.backend
                 if backend is not None and backend.transport is not None:
                     backend.transport.write(out)
-            if event or relay.dropped_messages + self.b2c.dropped_messages != self._drops:
+            # b2c is set together with c2b.
+            drops = relay.dropped_messages + self.b2c.dropped_messages  # type: ignore[union-attr]
+            if event or drops != self._drops:
                 self._client_event(event)
             return
         if self.state == HTTP:

@@ -76,8 +76,11 @@ class Throttle:
     async def admit(self, grant: Grant, api: Api, api_tier: Tier | None) -> Admission:
         """Take the connection slots and build the gate; 429 when a cap is full."""
         scoped = [
-            ("subscription", f"sub:{grant.application}:{api.name}:{api.version}",
-             grant.subscription_tier),
+            (
+                "subscription",
+                f"sub:{grant.application}:{api.name}:{api.version}",
+                grant.subscription_tier,
+            ),
             ("application", f"app:{grant.application}", grant.application_tier),
             ("api", f"api:{api.name}:{api.version}", api_tier),
         ]

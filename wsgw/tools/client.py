@@ -214,8 +214,10 @@ async def _send_lines(stdin: _StdinReader, transport: WSTransport, listener: _Cl
 def _report_refusal(exc: WSHandshakeError) -> None:
     response = exc.response
     if response is not None and response.status != 101:
-        print(f"upgrade refused: HTTP {response.status.value} {response.status.phrase}",
-              file=sys.stderr)
+        print(
+            f"upgrade refused: HTTP {response.status.value} {response.status.phrase}",
+            file=sys.stderr,
+        )
     else:  # a 101 that does not hold up, or no parsable response at all
         print(f"upgrade failed: {exc}", file=sys.stderr)
     body = exc.raw_body if exc.raw_body else (response.body if response is not None else None)
@@ -246,21 +248,25 @@ async def _wait_disconnected(transport: WSTransport, timeout: float) -> None:
         transport.disconnect()
 
 
-async def _session(url: str, headers: list[tuple[str, str]], offered: list[str],
-                   ssl_context: ssl.SSLContext | None) -> int:
+async def _session(
+    url: str, headers: list[tuple[str, str]], offered: list[str], ssl_context: ssl.SSLContext | None
+) -> int:
     shown_url = redact_url(url)
     try:
         # the whole connect is bounded: picows' own timeout starts after TCP connects
-        transport, listener = await asyncio.wait_for(ws_connect(
-            _ClientListener,
-            url,
-            ssl_context=ssl_context,
-            extra_headers=headers,
-            websocket_handshake_timeout=HANDSHAKE_TIMEOUT,
-            max_frame_size=DEFAULT_MAX_MESSAGE_BYTES,
-            logger_name=logging.getLogger(PICOWS_LOGGER),
-            max_redirects=0,  # a redirect could carry the Authorization header elsewhere
-        ), HANDSHAKE_TIMEOUT)
+        transport, listener = await asyncio.wait_for(
+            ws_connect(
+                _ClientListener,
+                url,
+                ssl_context=ssl_context,
+                extra_headers=headers,
+                websocket_handshake_timeout=HANDSHAKE_TIMEOUT,
+                max_frame_size=DEFAULT_MAX_MESSAGE_BYTES,
+                logger_name=logging.getLogger(PICOWS_LOGGER),
+                max_redirects=0,  # a redirect could carry the Authorization header elsewhere
+            ),
+            HANDSHAKE_TIMEOUT,
+        )
     except WSHandshakeError as exc:
         _report_refusal(exc)
         return 1
@@ -275,13 +281,16 @@ async def _session(url: str, headers: list[tuple[str, str]], offered: list[str],
 
     chosen = transport.response.headers.get("Sec-WebSocket-Protocol")
     if chosen is not None and chosen not in offered:
-        print(f"wsgw client: server chose subprotocol {chosen!r}, which was not offered",
-              file=sys.stderr)
+        print(
+            f"wsgw client: server chose subprotocol {chosen!r}, which was not offered",
+            file=sys.stderr,
+        )
         transport.send_close(WSCloseCode.PROTOCOL_ERROR)
         await _wait_disconnected(transport, 1.0)
         return 1
-    print(f"connected to {shown_url} (subprotocol: {chosen or 'none'})", file=sys.stderr,
-          flush=True)
+    print(
+        f"connected to {shown_url} (subprotocol: {chosen or 'none'})", file=sys.stderr, flush=True
+    )
 
     stdin = _StdinReader(asyncio.get_running_loop())
     sender = asyncio.ensure_future(_send_lines(stdin, transport, listener))
@@ -289,12 +298,19 @@ async def _session(url: str, headers: list[tuple[str, str]], offered: list[str],
     gone = asyncio.ensure_future(transport.wait_disconnected())
     try:
         await asyncio.wait({sender, peer_closed, gone}, return_when=asyncio.FIRST_COMPLETED)
-        stdin_ended = (sender.done() and not listener.close_received.is_set()
-                       and not transport.is_disconnected and not transport.is_close_frame_sent)
+        stdin_ended = (
+            sender.done()
+            and not listener.close_received.is_set()
+            and not transport.is_disconnected
+            and not transport.is_close_frame_sent
+        )
         if stdin_ended:
             transport.send_close(WSCloseCode.OK)  # stdin ended: close politely
-            await asyncio.wait({peer_closed, gone}, timeout=CLOSE_REPLY_TIMEOUT,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {peer_closed, gone},
+                timeout=CLOSE_REPLY_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             if not peer_closed.done() and not gone.done():
                 transport.disconnect()
                 print(f"closed: no close reply within {CLOSE_REPLY_TIMEOUT:g} s", file=sys.stderr)

@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 DEMO_CONFIG = """\
@@ -42,9 +43,16 @@ apis:
 """
 
 
+@dataclass(frozen=True)
+class DemoFiles:
+    config_path: Path
+    production: tuple[str, str]  # consumer key, consumer secret
+    sandbox: tuple[str, str]
+
+
 def write_demo_files(
     directory: Path, port: int, admin_port: int, production_port: int, sandbox_port: int
-) -> dict[str, object]:
+) -> DemoFiles:
     """Create config, key, application, keys and subscription; return what to print."""
     from wsgw.config import load_config
     from wsgw.oauth.keys import generate_signing_key
@@ -66,7 +74,7 @@ def write_demo_files(
     production = generate_keys(config, "DefaultApplication", "production")
     sandbox = generate_keys(config, "DefaultApplication", "sandbox")
     subscribe(config, "DefaultApplication", "EchoWebSocket", "1.0", "Gold")
-    return {"config_path": config_path, "production": production, "sandbox": sandbox}
+    return DemoFiles(config_path, production, sandbox)
 
 
 async def run_demo(port: int, directory: Path, stop: asyncio.Event | None = None) -> None:
@@ -88,17 +96,15 @@ async def run_demo(port: int, directory: Path, stop: asyncio.Event | None = None
         production_backend.sockets[0].getsockname()[1],
         sandbox_backend.sockets[0].getsockname()[1],
     )
-    config = load_config(files["config_path"])  # type: ignore[arg-type]
+    config = load_config(files.config_path)
     gateway = Gateway(config)
     await gateway.start()
     token, expires_in = gateway.issuer.issue(
-        "DefaultApplication", "PRODUCTION", files["production"][0]  # type: ignore[index]
+        "DefaultApplication", "PRODUCTION", files.production[0]
     )
-    sandbox_token, _ = gateway.issuer.issue(
-        "DefaultApplication", "SANDBOX", files["sandbox"][0]  # type: ignore[index]
-    )
+    sandbox_token, _ = gateway.issuer.issue("DefaultApplication", "SANDBOX", files.sandbox[0])
     url = f"ws://{gateway.address}/echowebsocket/1.0"
-    consumer_key, consumer_secret = files["production"]  # type: ignore[misc]
+    consumer_key, consumer_secret = files.production
     print(
         f"""
 wsgw demo: EchoWebSocket 1.0 is published; DefaultApplication is subscribed with Gold.

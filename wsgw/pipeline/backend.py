@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from wsgw import _core
 from wsgw.errors import BadGateway, GatewayError
 from wsgw.http import Response, ResponseReader
-from wsgw.pipeline.flow import PAUSE_BACKPRESSURE, PAUSE_HANDSHAKE, mid_frame
+from wsgw.pipeline.flow import EARLY_BYTES_MAX, PAUSE_BACKPRESSURE, PAUSE_HANDSHAKE, mid_frame
 
 if TYPE_CHECKING:
     from wsgw.pipeline.relay import ClientLeg
@@ -30,6 +30,8 @@ class BackendLeg(asyncio.Protocol):
         self.alive = False
         self.paused = 0
         self._close_timer: asyncio.TimerHandle | None = None
+        # Frames the backend sends right after its 101, before the client leg relays.
+        self._early = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -56,12 +58,24 @@ class BackendLeg(asyncio.Protocol):
                 return
             if response is not None:
                 self.reader = None
+                self._hold_early(response.trailing)
                 if not self.handshake.done():
                     self.handshake.set_result(response)
-                self.pause(PAUSE_HANDSHAKE)  # until the client leg is ready to relay
+            return
+        self._hold_early(data)
+
+    def _hold_early(self, data: bytes) -> None:
+        """Held, not paused: the client leg is usually ready within the same loop turn, and
+        pausing and resuming would cost two system calls per connection. Bounded."""
+        self._early += data
+        if len(self._early) > EARLY_BYTES_MAX:
+            self.pause(PAUSE_HANDSHAKE)
 
     def start_relay(self) -> None:
         self.relay = self.client.b2c
+        early, self._early = self._early, bytearray()
+        if early:
+            self.data_received(bytes(early))
         self.resume(PAUSE_HANDSHAKE)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -10,6 +10,10 @@ from wsgw import _core
 # The states of a client connection.
 HTTP, CONNECTING, OPEN, CLOSING, CLOSED = range(5)
 
+# Bytes a peer may send before the relay runs (a client after its upgrade request, a
+# backend right after its 101): held and relayed in order. Past this, reading pauses.
+EARLY_BYTES_MAX = 64 * 1024
+
 # Reasons a leg's reading is paused (a bit mask); reading resumes when none is left.
 PAUSE_HANDSHAKE = 1
 PAUSE_BACKPRESSURE = 2

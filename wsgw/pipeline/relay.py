@@ -47,6 +47,7 @@ from wsgw.pipeline.flow import (
     CLOSED,
     CLOSING,
     CONNECTING,
+    EARLY_BYTES_MAX,
     HTTP,
     OPEN,
     PAUSE_BACKPRESSURE,
@@ -70,9 +71,6 @@ BAD_GATEWAY = 1014
 THROTTLED_OUT = 4008  # the code of the drop notice text frame (WSO2's)
 
 REQUEST_TIMEOUT_S = 10.0
-# Bytes a client may send after its upgrade request before the gateway's 101: kept for the
-# relay. Past this the client leg stops reading until the backend is ready.
-EARLY_BYTES_MAX = 64 * 1024
 
 
 class ClientLeg(LimitEnforcement, asyncio.Protocol):
@@ -242,7 +240,7 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
 
     def _release_admission(self) -> None:
         admission, self.admission = self.admission, None
-        if admission is not None:
+        if admission is not None and admission.holds_slots:
             self.gw.spawn(admission.release())
 
     def _request_timeout(self) -> None:
@@ -346,8 +344,6 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
         self._active_at = self.gw.loop.time()
         self._timer = self.gw.loop.call_later(config.idle_timeout_s / 2, self._idle_check)
         self.backend.start_relay()
-        if response.trailing:
-            self.backend.data_received(response.trailing)
         early, self._early = self._early, bytearray()
         if early:
             self.data_received(bytes(early))

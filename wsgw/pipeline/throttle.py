@@ -37,6 +37,10 @@ class Admission:
     _slots: list[str] = field(default_factory=list)  # connection-cap keys held
     _throttle: Throttle | None = None
 
+    @property
+    def holds_slots(self) -> bool:
+        return bool(self._slots)
+
     async def release(self) -> None:
         """Give back the connection slots (exactly once, when the connection ends)."""
         slots, self._slots = self._slots, []

@@ -5,59 +5,39 @@ The compiled modules are used when built, unless WSGW_PURE_PYTHON=1 forces the t
 """
 
 import os
+from types import ModuleType
 
-IMPLEMENTATION: str
 
-if os.environ.get("WSGW_PURE_PYTHON") != "1":
-    try:
-        from .bucket import TokenBucket
-        from .frames import (
-            CLOSE,
-            ERROR,
-            NEED_DATA,
-            OP_BINARY,
-            OP_CLOSE,
-            OP_CONT,
-            OP_PING,
-            OP_PONG,
-            OP_TEXT,
-            THROTTLED,
-            FrameHeader,
-            FrameRelay,
-            build_close_payload,
-            build_frame,
-            parse_header,
-        )
-        from .gate import ACTION_CLOSE, ACTION_DROP, ACTION_SHAPE, Gate, Limit
-        from .mask import apply_mask, random_key
+def _modules() -> tuple[str, ModuleType, ModuleType, ModuleType, ModuleType]:
+    if os.environ.get("WSGW_PURE_PYTHON") != "1":
+        try:
+            from . import bucket, frames, gate, mask  # type: ignore[attr-defined]
 
-        IMPLEMENTATION = "cython"
-    except ImportError:  # not built: the twins below
-        pass
+            return "cython", bucket, frames, gate, mask
+        except ImportError:  # not built: the twins below
+            pass
+    from . import bucket_py, frames_py, gate_py, mask_py
 
-if "IMPLEMENTATION" not in globals():
-    from .bucket_py import TokenBucket
-    from .frames_py import (
-        CLOSE,
-        ERROR,
-        NEED_DATA,
-        OP_BINARY,
-        OP_CLOSE,
-        OP_CONT,
-        OP_PING,
-        OP_PONG,
-        OP_TEXT,
-        THROTTLED,
-        FrameHeader,
-        FrameRelay,
-        build_close_payload,
-        build_frame,
-        parse_header,
-    )
-    from .gate_py import ACTION_CLOSE, ACTION_DROP, ACTION_SHAPE, Gate, Limit
-    from .mask_py import apply_mask, random_key
+    return "python", bucket_py, frames_py, gate_py, mask_py
 
-    IMPLEMENTATION = "python"
+
+IMPLEMENTATION, _bucket, _frames, _gate, _mask = _modules()
+
+TokenBucket = _bucket.TokenBucket
+FrameRelay = _frames.FrameRelay
+FrameHeader = _frames.FrameHeader
+parse_header = _frames.parse_header
+build_frame = _frames.build_frame
+build_close_payload = _frames.build_close_payload
+NEED_DATA, CLOSE, ERROR = _frames.NEED_DATA, _frames.CLOSE, _frames.ERROR
+THROTTLED = _frames.THROTTLED
+OP_CONT, OP_TEXT, OP_BINARY = _frames.OP_CONT, _frames.OP_TEXT, _frames.OP_BINARY
+OP_CLOSE, OP_PING, OP_PONG = _frames.OP_CLOSE, _frames.OP_PING, _frames.OP_PONG
+Gate = _gate.Gate
+Limit = _gate.Limit
+ACTION_DROP, ACTION_CLOSE, ACTION_SHAPE = _gate.ACTION_DROP, _gate.ACTION_CLOSE, _gate.ACTION_SHAPE
+apply_mask = _mask.apply_mask
+random_key = _mask.random_key
 
 __all__ = [
     "ACTION_CLOSE",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import operator
 import time
 
-from .bucket_py import MAX_RETRY_NS, MAX_TOKENS, UNITS_PER_TOKEN
+from .bucket_py import _NS_MAX, MAX_RETRY_NS, MAX_TOKENS, UNITS_PER_TOKEN, _clock, _tokens
 
 ACTION_DROP = 1
 ACTION_CLOSE = 2
@@ -36,26 +36,10 @@ MAX_LIMITS = 8
 
 _LEVEL_FLOOR = -MAX_TOKENS * UNITS_PER_TOKEN
 _LEVEL_CEIL = MAX_TOKENS * UNITS_PER_TOKEN
-_NS_MIN = -(2**63)
-_NS_MAX = 2**63 - 1
 _U64 = 2**64
 _ACTIONS = (ACTION_DROP, ACTION_CLOSE, ACTION_SHAPE)
 _INT_MIN = -(2**31)
 _INT_MAX = 2**31 - 1
-
-
-def _tokens(n: int, what: str) -> int:
-    n = operator.index(n)
-    if not 0 <= n <= MAX_TOKENS:
-        raise ValueError(f"{what} must be in 0..2**62")
-    return n
-
-
-def _clock(now_ns: int) -> int:
-    now_ns = operator.index(now_ns)
-    if not _NS_MIN <= now_ns <= _NS_MAX:
-        raise OverflowError("now_ns does not fit a signed 64-bit integer")
-    return now_ns
 
 
 def _length(payload_len: int) -> int:

@@ -34,7 +34,8 @@ class LimitEnforcement:
     record: ConnectionRecord | None
     client_close_sent: bool
     client_gone: bool
-    _drops: int
+    _drops: int  # dropped messages both ways, as last counted
+    _c2b_drops: int
     _notice_pending: bool
     transport: asyncio.Transport | None
     paused: int
@@ -56,13 +57,16 @@ class LimitEnforcement:
         """Messages dropped whole by `on_limit: drop`: count them, notify the client."""
         c2b, b2c = self.c2b, self.b2c
         assert c2b is not None and b2c is not None
-        drops = c2b.dropped_messages + b2c.dropped_messages
-        if drops == self._drops:
+        if c2b.dropped_messages + b2c.dropped_messages == self._drops:
             return
-        delta, self._drops = drops - self._drops, drops
-        scope = c2b.drop_scope if c2b.dropped_messages else b2c.drop_scope
         assert self.record is not None
-        self.gw.telemetry.throttled(self.record, self._scope(scope), "drop", delta)
+        for relay, seen in ((c2b, self._c2b_drops), (b2c, self._drops - self._c2b_drops)):
+            if relay.dropped_messages != seen:
+                delta = relay.dropped_messages - seen
+                scope = self._scope(relay.drop_scope)
+                self.gw.telemetry.throttled(self.record, scope, "drop", delta)
+        self._c2b_drops = c2b.dropped_messages
+        self._drops = c2b.dropped_messages + b2c.dropped_messages
         self._notice_pending = True
 
     def _send_notice(self) -> None:

@@ -1,8 +1,8 @@
 """The relay: one asyncio protocol per leg, frames flowing through the compiled codec.
 
 ClientLeg serves the gateway port. It reads one HTTP request; an upgrade runs the handshake
-pipeline (route → auth → subscription → backend connect), every other request gets one
-answer (token endpoint, health, refusals) and the connection closes. After the upgrade,
+pipeline (route → auth → subscription → throttle → backend connect), every other request
+gets one answer (token endpoint, health, refusals) and the connection closes. After the upgrade,
 bytes from each peer go through a FrameRelay (validate, re-mask towards the backend,
 count) and out to the other peer. Everything per frame happens in the codec; this module
 only moves its output and reacts to its rare events (close frames, protocol errors).
@@ -90,7 +90,8 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
         self.record: ConnectionRecord | None = None
         self.admission: Admission | None = None
         self._request_at = 0.0
-        self._drops = 0  # dropped messages both ways, as last seen
+        self._drops = 0  # dropped messages both ways, as last counted
+        self._c2b_drops = 0
         self._notice_pending = False
         self.started = time.monotonic()
         self.activity = 0  # bumped per chunk either way; the idle check compares it

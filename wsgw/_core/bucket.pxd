@@ -2,12 +2,7 @@
 # tokens (see bucket_py.py, the spec); gcc and clang provide __int128 on 64-bit targets.
 from libc.stdint cimport int64_t
 
-cdef extern from *:
-    """
-    typedef __int128 wsgw_i128;
-    """
-    # Cython only passes these values around; the arithmetic is the C compiler's.
-    ctypedef long long wsgw_i128
+from wsgw._core.int128 cimport wsgw_i128
 
 
 cdef class TokenBucket:

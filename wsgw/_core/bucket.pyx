@@ -9,26 +9,18 @@ import time
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t, uint64_t
 
+from wsgw._core.int128 cimport (
+    WSGW_LEVEL_FLOOR,
+    WSGW_MAX_TOKENS,
+    WSGW_UNITS,
+    wsgw_floor_div,
+    wsgw_i128,
+)
+
 UNITS_PER_TOKEN = 60 * 1_000_000_000
 MAX_TOKENS = 2**62
 MAX_RETRY_NS = 2**63 - 1
 
-cdef extern from *:
-    """
-    #define WSGW_UNITS ((wsgw_i128)60000000000LL)
-    #define WSGW_MAX_TOKENS ((int64_t)1 << 62)
-    #define WSGW_LEVEL_FLOOR (-(wsgw_i128)WSGW_MAX_TOKENS * WSGW_UNITS)
-
-    /* Floor division by a positive divisor (C division truncates toward zero). */
-    static inline wsgw_i128 wsgw_floor_div(wsgw_i128 a, wsgw_i128 b) {
-        wsgw_i128 q = a / b;
-        return (a % b != 0 && a < 0) ? q - 1 : q;
-    }
-    """
-    wsgw_i128 WSGW_UNITS
-    int64_t WSGW_MAX_TOKENS
-    wsgw_i128 WSGW_LEVEL_FLOOR
-    wsgw_i128 wsgw_floor_div(wsgw_i128 a, wsgw_i128 b) noexcept nogil
 
 
 cdef inline int64_t _int64(object v) except? -1:

@@ -2,12 +2,7 @@
 # of 1/(60 * 10**9) tokens, as in bucket.pxd (see gate_py.py, the spec).
 from libc.stdint cimport int64_t, uint64_t
 
-cdef extern from *:
-    """
-    typedef __int128 wsgw_gate_i128;
-    """
-    # Cython only passes these values around; the arithmetic is the C compiler's.
-    ctypedef long long wsgw_gate_i128
+from wsgw._core.int128 cimport wsgw_i128
 
 cdef enum:
     GATE_MAX_LIMITS = 8
@@ -18,10 +13,10 @@ cdef enum:
 cdef struct LimitState:
     int64_t msg_rate            # messages_per_minute; 0 = unlimited
     int64_t byte_rate           # bytes_per_minute (also the byte capacity); 0 = unlimited
-    wsgw_gate_i128 msg_full
-    wsgw_gate_i128 byte_full
-    wsgw_gate_i128 msg_level    # negative in debt
-    wsgw_gate_i128 byte_level
+    wsgw_i128 msg_full
+    wsgw_i128 byte_full
+    wsgw_i128 msg_level    # negative in debt
+    wsgw_i128 byte_level
     int64_t last                # latest monotonic ns seen (LOCAL mode)
     bint leased
     bint starved

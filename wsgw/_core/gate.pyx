@@ -10,6 +10,15 @@ import time
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t, uint64_t
 
+from wsgw._core.int128 cimport (
+    WSGW_LEVEL_CEIL,
+    WSGW_LEVEL_FLOOR,
+    WSGW_MAX_TOKENS,
+    WSGW_UNITS,
+    wsgw_floor_div,
+    wsgw_i128,
+)
+
 ACTION_DROP = 1
 ACTION_CLOSE = 2
 ACTION_SHAPE = 3
@@ -17,24 +26,6 @@ UNLIMITED = 2**63 - 1
 LEASED_RETRY_NS = 50_000_000
 MAX_LIMITS = GATE_MAX_LIMITS
 
-cdef extern from *:
-    """
-    #define WSGW_G_UNITS ((wsgw_gate_i128)60000000000LL)
-    #define WSGW_G_MAX_TOKENS ((int64_t)1 << 62)
-    #define WSGW_G_FLOOR (-(wsgw_gate_i128)WSGW_G_MAX_TOKENS * WSGW_G_UNITS)
-    #define WSGW_G_CEIL ((wsgw_gate_i128)WSGW_G_MAX_TOKENS * WSGW_G_UNITS)
-
-    /* Floor division by a positive divisor (C division truncates toward zero). */
-    static inline wsgw_gate_i128 wsgw_g_floor_div(wsgw_gate_i128 a, wsgw_gate_i128 b) {
-        wsgw_gate_i128 q = a / b;
-        return (a % b != 0 && a < 0) ? q - 1 : q;
-    }
-    """
-    wsgw_gate_i128 WSGW_G_UNITS
-    int64_t WSGW_G_MAX_TOKENS
-    wsgw_gate_i128 WSGW_G_FLOOR
-    wsgw_gate_i128 WSGW_G_CEIL
-    wsgw_gate_i128 wsgw_g_floor_div(wsgw_gate_i128 a, wsgw_gate_i128 b) noexcept nogil
 
 cdef enum:
     _ACTION_DROP = 1
@@ -51,7 +42,7 @@ cdef inline int64_t _int64(object v) except? -1:
 
 cdef inline int64_t _tokens(object v, str what) except? -1:
     cdef int64_t n = _int64(v)
-    if n < 0 or n > WSGW_G_MAX_TOKENS:
+    if n < 0 or n > WSGW_MAX_TOKENS:
         raise ValueError(f"{what} must be in 0..2**62")
     return n
 
@@ -66,11 +57,11 @@ cdef inline int64_t _length(object v) except? -1:
 # --- the per-limit C functions (see gate_py.Limit._refill etc.) --------------------------
 
 cdef inline void _refill(LimitState* s, int64_t now) noexcept nogil:
-    cdef wsgw_gate_i128 elapsed, gain
+    cdef wsgw_i128 elapsed, gain
     if s.leased or now <= s.last:
         return
     # elapsed < 2**64 and rate <= 2**62: the product fits 127 bits.
-    elapsed = <wsgw_gate_i128>(<uint64_t>now - <uint64_t>s.last)
+    elapsed = <wsgw_i128>(<uint64_t>now - <uint64_t>s.last)
     s.last = now
     if s.msg_rate:
         gain = elapsed * s.msg_rate
@@ -88,47 +79,47 @@ cdef inline void _refill(LimitState* s, int64_t now) noexcept nogil:
 
 cdef inline bint _passes(LimitState* s, int64_t n) noexcept nogil:
     # A frame larger than the byte capacity passes once the bucket is full.
-    if s.msg_rate and s.msg_level < WSGW_G_UNITS:
+    if s.msg_rate and s.msg_level < WSGW_UNITS:
         return False
     if s.byte_rate:
         if n > s.byte_rate:
             n = s.byte_rate
-        if s.byte_level < <wsgw_gate_i128>n * WSGW_G_UNITS:
+        if s.byte_level < <wsgw_i128>n * WSGW_UNITS:
             return False
     return True
 
 
 cdef inline void _take(LimitState* s, int64_t n) noexcept nogil:
     if s.msg_rate:
-        s.msg_level -= WSGW_G_UNITS
-        if s.msg_level < WSGW_G_FLOOR:
-            s.msg_level = WSGW_G_FLOOR
+        s.msg_level -= WSGW_UNITS
+        if s.msg_level < WSGW_LEVEL_FLOOR:
+            s.msg_level = WSGW_LEVEL_FLOOR
     if s.byte_rate:
-        s.byte_level -= <wsgw_gate_i128>(n if n < WSGW_G_MAX_TOKENS else WSGW_G_MAX_TOKENS) \
-            * WSGW_G_UNITS
-        if s.byte_level < WSGW_G_FLOOR:
-            s.byte_level = WSGW_G_FLOOR
+        s.byte_level -= <wsgw_i128>(n if n < WSGW_MAX_TOKENS else WSGW_MAX_TOKENS) \
+            * WSGW_UNITS
+        if s.byte_level < WSGW_LEVEL_FLOOR:
+            s.byte_level = WSGW_LEVEL_FLOOR
     s.consumed_messages += 1
     s.consumed_bytes += <uint64_t>n
 
 
 cdef inline int64_t _retry_after(LimitState* s, int64_t n) noexcept nogil:
-    cdef wsgw_gate_i128 deficit, wait = 0, w
+    cdef wsgw_i128 deficit, wait = 0, w
     if s.leased:
         return _LEASED_RETRY_NS
     if s.msg_rate:
-        deficit = WSGW_G_UNITS - s.msg_level
+        deficit = WSGW_UNITS - s.msg_level
         if deficit > 0:
             wait = (deficit + s.msg_rate - 1) / s.msg_rate
     if s.byte_rate:
         if n > s.byte_rate:
             n = s.byte_rate
-        deficit = <wsgw_gate_i128>n * WSGW_G_UNITS - s.byte_level
+        deficit = <wsgw_i128>n * WSGW_UNITS - s.byte_level
         if deficit > 0:
             w = (deficit + s.byte_rate - 1) / s.byte_rate
             if w > wait:
                 wait = w
-    if wait > <wsgw_gate_i128>_INT64_MAX:
+    if wait > <wsgw_i128>_INT64_MAX:
         return _INT64_MAX
     return <int64_t>wait
 
@@ -143,13 +134,13 @@ cdef class Limit:
         cdef int64_t mpm = _tokens(messages_per_minute, "messages_per_minute")
         cdef int64_t bpm = _tokens(bytes_per_minute, "bytes_per_minute")
         cdef int64_t extra = _tokens(burst, "burst")
-        if mpm + extra > WSGW_G_MAX_TOKENS:
+        if mpm + extra > WSGW_MAX_TOKENS:
             raise ValueError("messages_per_minute + burst must be at most 2**62")
         self.burst = extra
         self.s.msg_rate = mpm
         self.s.byte_rate = bpm
-        self.s.msg_full = <wsgw_gate_i128>(mpm + extra) * WSGW_G_UNITS if mpm else 0
-        self.s.byte_full = <wsgw_gate_i128>bpm * WSGW_G_UNITS
+        self.s.msg_full = <wsgw_i128>(mpm + extra) * WSGW_UNITS if mpm else 0
+        self.s.byte_full = <wsgw_i128>bpm * WSGW_UNITS
         self.s.msg_level = self.s.msg_full
         self.s.byte_level = self.s.byte_full
         self.s.last = _int64(time.monotonic_ns() if now_ns is None else now_ns)
@@ -181,7 +172,7 @@ cdef class Limit:
     @property
     def message_capacity(self):
         """messages_per_minute + burst; 0 when messages are unlimited."""
-        return <int64_t>(self.s.msg_full / WSGW_G_UNITS)
+        return <int64_t>(self.s.msg_full / WSGW_UNITS)
 
     @property
     def byte_capacity(self):
@@ -221,10 +212,10 @@ cdef class Limit:
 
     def grant(self, messages, bytes):
         """Add tokens, paying back debt first; see gate_py.Limit.grant."""
-        cdef wsgw_gate_i128 m = <wsgw_gate_i128>_tokens(messages, "messages") * WSGW_G_UNITS
-        cdef wsgw_gate_i128 b = <wsgw_gate_i128>_tokens(bytes, "bytes") * WSGW_G_UNITS
-        cdef wsgw_gate_i128 m_top = WSGW_G_CEIL if self.s.leased else self.s.msg_full
-        cdef wsgw_gate_i128 b_top = WSGW_G_CEIL if self.s.leased else self.s.byte_full
+        cdef wsgw_i128 m = <wsgw_i128>_tokens(messages, "messages") * WSGW_UNITS
+        cdef wsgw_i128 b = <wsgw_i128>_tokens(bytes, "bytes") * WSGW_UNITS
+        cdef wsgw_i128 m_top = WSGW_LEVEL_CEIL if self.s.leased else self.s.msg_full
+        cdef wsgw_i128 b_top = WSGW_LEVEL_CEIL if self.s.leased else self.s.byte_full
         if self.s.msg_rate:
             self.s.msg_level += m
             if self.s.msg_level > m_top:
@@ -236,15 +227,15 @@ cdef class Limit:
 
     def take_unused(self):
         """LEASED: remove and return the whole positive tokens of both levels."""
-        cdef wsgw_gate_i128 m = 0, b = 0
+        cdef wsgw_i128 m = 0, b = 0
         if not self.s.leased:
             return (0, 0)
         if self.s.msg_level > 0:
-            m = self.s.msg_level / WSGW_G_UNITS
+            m = self.s.msg_level / WSGW_UNITS
         if self.s.byte_level > 0:
-            b = self.s.byte_level / WSGW_G_UNITS
-        self.s.msg_level -= m * WSGW_G_UNITS
-        self.s.byte_level -= b * WSGW_G_UNITS
+            b = self.s.byte_level / WSGW_UNITS
+        self.s.msg_level -= m * WSGW_UNITS
+        self.s.byte_level -= b * WSGW_UNITS
         return (<int64_t>m, <int64_t>b)
 
     def messages_available(self, now_ns):
@@ -252,14 +243,14 @@ cdef class Limit:
         _refill(&self.s, _int64(now_ns))
         if not self.s.msg_rate:
             return UNLIMITED
-        return <int64_t>wsgw_g_floor_div(self.s.msg_level, WSGW_G_UNITS)
+        return <int64_t>wsgw_floor_div(self.s.msg_level, WSGW_UNITS)
 
     def bytes_available(self, now_ns):
         """Whole byte tokens now (negative in debt); UNLIMITED when unlimited."""
         _refill(&self.s, _int64(now_ns))
         if not self.s.byte_rate:
             return UNLIMITED
-        return <int64_t>wsgw_g_floor_div(self.s.byte_level, WSGW_G_UNITS)
+        return <int64_t>wsgw_floor_div(self.s.byte_level, WSGW_UNITS)
 
 
 cdef class Gate:

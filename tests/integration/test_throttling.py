@@ -43,6 +43,17 @@ async def recv_json(ws: websockets.ClientConnection) -> dict:
     return orjson.loads(await asyncio.wait_for(ws.recv(), RECV_S))
 
 
+async def closed_after_two_messages(env: Env) -> websockets.ClientConnection:
+    """One message and its echo spend a 2-per-minute limit; the next message closes."""
+    async with connect(env.url, additional_headers=env.auth()) as ws:
+        await ws.send("one")
+        assert await asyncio.wait_for(ws.recv(), RECV_S) == "[production] one"
+        await ws.send("two")
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), RECV_S)
+    return ws
+
+
 async def scrape(env: Env) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     url = f"http://{env.gateway.admin_address}/metrics"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
@@ -111,12 +122,7 @@ async def test_close_action_closes_with_1008(make_gateway: GatewayFactory) -> No
         edit=with_tier("Strict", {"messages_per_minute": 2, "on_limit": "close"}),
         subscribe_to=("EchoWebSocket", "1.0", "Strict"),
     )
-    async with connect(env.url, additional_headers=env.auth()) as ws:
-        await ws.send("one")
-        assert await asyncio.wait_for(ws.recv(), RECV_S) == "[production] one"
-        await ws.send("two")
-        with pytest.raises(websockets.ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), RECV_S)
+    ws = await closed_after_two_messages(env)
     assert ws.close_code == 1008
     assert "rate limit exceeded (subscription)" in ws.close_reason
     samples = await scrape(env)
@@ -213,12 +219,7 @@ async def test_api_policy_applies_to_all_traffic(make_gateway: GatewayFactory) -
         ),
         subscribe_to=("EchoWebSocket", "1.0", "Unlimited"),
     )
-    async with connect(env.url, additional_headers=env.auth()) as ws:
-        await ws.send("one")
-        assert await asyncio.wait_for(ws.recv(), RECV_S) == "[production] one"
-        await ws.send("two")
-        with pytest.raises(websockets.ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), RECV_S)
+    ws = await closed_after_two_messages(env)
     assert ws.close_code == 1008
     assert "(api)" in ws.close_reason
 

@@ -43,6 +43,21 @@ class HeadersTooLarge(GatewayError):
     error = "request_header_fields_too_large"
 
 
+class PayloadTooLarge(GatewayError):
+    http_status = 413
+    error = "payload_too_large"
+
+
+class UpgradeRequired(GatewayError):
+    """A plain HTTP request where a WebSocket upgrade is expected (RFC 6455 §4.2.2)."""
+
+    http_status = 426
+    error = "upgrade_required"
+
+    def extra_headers(self) -> list[tuple[str, str]]:
+        return [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+
+
 class InvalidToken(GatewayError):
     """Missing, malformed, badly signed or expired access token (RFC 6750 §3.1)."""
 

@@ -14,7 +14,7 @@ from http import HTTPStatus
 import httptools
 import orjson
 
-from wsgw.errors import BadRequest, GatewayError, HeadersTooLarge
+from wsgw.errors import BadRequest, GatewayError, HeadersTooLarge, PayloadTooLarge
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD_BYTES = 16 * 1024
@@ -122,11 +122,6 @@ class _Collector:
 
 class _BodyTooLarge(Exception):
     pass
-
-
-class PayloadTooLarge(GatewayError):
-    http_status = 413
-    error = "payload_too_large"
 
 
 class RequestReader:

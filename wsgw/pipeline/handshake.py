@@ -10,21 +10,13 @@ import base64
 import os
 from dataclasses import dataclass
 
-from wsgw.errors import BadGateway, BadRequest, GatewayError
+from wsgw.errors import BadGateway, BadRequest, UpgradeRequired
 from wsgw.http import Headers, Request, Response, accept_key, render_response
 from wsgw.pipeline.route import Backend
 
 # The one extension whose wire effects (RSV1 on a message's first frame) the relay checks.
 # Other offers are not forwarded: the gateway cannot vouch for frames it does not understand.
 PERMESSAGE_DEFLATE = "permessage-deflate"
-
-
-class UpgradeRequired(GatewayError):
-    http_status = 426
-    error = "upgrade_required"
-
-    def extra_headers(self) -> list[tuple[str, str]]:
-        return [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
 
 
 @dataclass(frozen=True, slots=True)

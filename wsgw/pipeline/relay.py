@@ -30,6 +30,7 @@ from wsgw.errors import (
     NotFound,
     ServiceUnavailable,
     TooManyRequests,
+    UpgradeRequired,
 )
 from wsgw.http import (
     Request,
@@ -220,7 +221,7 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
             except NotFound as err:
                 self._refuse(err)
                 return
-            self._refuse(handshake.UpgradeRequired("this is a WebSocket API: send an upgrade"))
+            self._refuse(UpgradeRequired("this is a WebSocket API: send an upgrade"))
             return
         self._close_transport()
 

@@ -2,7 +2,8 @@
 
 Every stdin line goes out as a text message; every message received is one stdout line,
 `< text` or `< [binary N bytes] <hex preview>`. Diagnostics go to stderr. The token is sent,
-never printed: URLs are shown with credential-looking query values redacted.
+never printed: URLs are shown with credential-looking query values redacted. When stdin
+ends, the client waits until replies stop coming (LINGER_S), then closes with 1000.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import re
 import ssl
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from typing import Any
 
 from picows import (
     WSCloseCode,
@@ -33,6 +36,7 @@ from picows import (
 from wsgw.tools.echo import DEFAULT_MAX_MESSAGE_BYTES, MessageAssembler, MessageError
 
 CLOSE_REPLY_TIMEOUT = 5.0  # after our close, how long the peer gets to answer it
+LINGER_S = 0.3  # after stdin ends: close once no reply has come for this long
 HANDSHAKE_TIMEOUT = 10.0
 PREVIEW_BYTES = 32  # hex shown for a binary message
 PICOWS_LOGGER = "wsgw.client.picows"
@@ -109,10 +113,12 @@ class _ClientListener(WSListener):
         # set when the peer's close frame is handled (not transport.close_handshake.recv:
         # picows fills that in while parsing, before the frames ahead of it are delivered)
         self.close_received = asyncio.Event()
+        self.last_frame_at = time.monotonic()  # see _linger
         self.writable = asyncio.Event()
         self.writable.set()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self.last_frame_at = time.monotonic()
         if self.close_received.is_set() or self._failed:
             return  # nothing counts after the peer's close or our failing the connection
         msg_type = frame.msg_type
@@ -239,6 +245,19 @@ def _close_outcome(transport: WSTransport) -> tuple[str, int]:
     return "1006 connection lost without a close frame", 1
 
 
+async def _linger(listener: _ClientListener, ends: set[asyncio.Future[Any]]) -> None:
+    """stdin ended, but replies to the last lines may still be on their way (a peer stops
+    sending once it receives our close): wait until nothing arrived for LINGER_S, bounded."""
+    listener.last_frame_at = max(listener.last_frame_at, time.monotonic())
+    deadline = time.monotonic() + CLOSE_REPLY_TIMEOUT
+    while not any(end.done() for end in ends):
+        now = time.monotonic()
+        quiet = now - listener.last_frame_at
+        if quiet >= LINGER_S or now >= deadline:
+            return
+        await asyncio.wait(ends, timeout=LINGER_S - quiet)
+
+
 async def _wait_disconnected(transport: WSTransport, timeout: float) -> None:
     try:
         await asyncio.wait_for(transport.wait_disconnected(), timeout)
@@ -305,6 +324,8 @@ async def _session(
             and not transport.is_close_frame_sent
         )
         if stdin_ended:
+            await _linger(listener, {peer_closed, gone})
+        if stdin_ended and not (peer_closed.done() or gone.done()):
             transport.send_close(WSCloseCode.OK)  # stdin ended: close politely
             await asyncio.wait(
                 {peer_closed, gone},

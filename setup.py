@@ -3,7 +3,7 @@
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CORE_MODULES = ("frames", "mask", "bucket", "gate")
+CORE_MODULES = ("frames", "mask", "bucket", "gate", "legs")
 
 DIRECTIVES = {
     "language_level": 3,

@@ -25,6 +25,7 @@ from procs import REPO, Procs, child_env, free_port, process_tree, python, run_c
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "loadgen.py"
 WSPROXY = HERE / "wsproxy.py"
+FLOORPROXY = HERE / "floorproxy.py"
 # The gateway holds two descriptors per relayed connection; the hard RLIMIT_NOFILE here is
 # 20000 and cannot be raised without CAP_SYS_RESOURCE, so 10,000 idle relayed connections do
 # not fit one process. The largest round number that does, with room for listeners/logs:
@@ -70,7 +71,7 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
-SETUP_NAMES = ["direct", "wsgw", "wsgw-unlimited", "nginx", "websockets-proxy"]
+SETUP_NAMES = ["direct", "wsgw", "wsgw-unlimited", "nginx", "websockets-proxy", "uvloop-floor"]
 
 
 @dataclass
@@ -200,6 +201,8 @@ class Bench:
             setup = self._start_nginx(binary, nginx_extra)
         elif name == "websockets-proxy":
             setup = self._start_wsproxy()
+        elif name == "uvloop-floor":
+            setup = self._start_floor()
         else:
             raise ValueError(f"unknown setup {name!r}; known: {', '.join(SETUP_NAMES)}")
         self.setups[name] = setup
@@ -289,6 +292,27 @@ class Bench:
             f"ws://127.0.0.1:{port}/echo/1.0",
             pids=[proc.pid],
             note="websockets library, uvloop",
+        )
+
+    def _start_floor(self) -> Setup:
+        port = free_port()
+        proc = self.procs.spawn(
+            [
+                python(),
+                str(FLOORPROXY),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--backend",
+                f"127.0.0.1:{self.backend_port}",
+            ],
+            log=self.dir / "floorproxy.log",
+        )
+        wait_port(port, proc=proc)
+        return Setup(
+            "uvloop-floor",
+            f"ws://127.0.0.1:{port}/echo/1.0",
+            pids=[proc.pid],
+            note="the gateway's socket work on uvloop, no checks (bench/floorproxy.py)",
         )
 
     def alive(self) -> list[str]:

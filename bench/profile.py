@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import LOADGEN, SCENARIOS, Bench  # noqa: E402
+from harness import LOADGEN, SCENARIOS, SETUP_NAMES, Bench  # noqa: E402
 from procs import raise_nofile  # noqa: E402
 
 
@@ -164,9 +164,7 @@ def syscall_counts(pids: list[int], seconds: float) -> dict[str, int] | None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", default="small", choices=[s for s in SCENARIOS if s != "idle"])
-    p.add_argument(
-        "--setup", default="wsgw", choices=["wsgw", "wsgw-unlimited", "nginx", "websockets-proxy"]
-    )
+    p.add_argument("--setup", default="wsgw", choices=[s for s in SETUP_NAMES if s != "direct"])
     p.add_argument("--seconds", type=float, default=6.0, help="per profiler")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--svg", type=Path, help="also write a py-spy flame graph here")

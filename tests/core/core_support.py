@@ -10,7 +10,7 @@ from typing import Any
 from websockets.frames import Frame
 from websockets.streams import StreamReader
 
-from wsgw._core import bucket_py, frames_py, gate_py, mask_py
+from wsgw._core import bucket_py, frames_py, gate_py, legs_py, mask_py
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,13 @@ class Impl:
     mask: ModuleType
     bucket: ModuleType
     gate: ModuleType
+    legs: ModuleType
 
     def __repr__(self) -> str:
         return self.name
 
 
-PURE = Impl("python", frames_py, mask_py, bucket_py, gate_py)
+PURE = Impl("python", frames_py, mask_py, bucket_py, gate_py, legs_py)
 
 COMPILED: Impl | None
 COMPILED_IMPORT_ERROR: str = ""
@@ -36,6 +37,7 @@ try:
         importlib.import_module("wsgw._core.mask"),
         importlib.import_module("wsgw._core.bucket"),
         importlib.import_module("wsgw._core.gate"),
+        importlib.import_module("wsgw._core.legs"),
     )
 except ImportError as exc:
     COMPILED = None

@@ -27,7 +27,8 @@ def test_pure_python_flag(flag: str, expected: str | None) -> None:
     code = (
         "import wsgw._core as c; "
         "print(c.IMPLEMENTATION, c.FrameRelay.__module__, c.TokenBucket.__module__, "
-        "c.apply_mask.__module__, c.Gate.__module__, c.Limit.__module__)"
+        "c.apply_mask.__module__, c.Gate.__module__, c.Limit.__module__, "
+        "c.ClientLegCore.__module__, c.BackendLegCore.__module__)"
     )
     env = {**os.environ, "WSGW_PURE_PYTHON": flag}
     out = subprocess.run(
@@ -47,6 +48,8 @@ def test_pure_python_flag(flag: str, expected: str | None) -> None:
         f"wsgw._core.mask{suffix}",
         f"wsgw._core.gate{suffix}",
         f"wsgw._core.gate{suffix}",
+        f"wsgw._core.legs{suffix}",
+        f"wsgw._core.legs{suffix}",
     ]
 
 

@@ -6,22 +6,23 @@ The compiled modules are used when built, unless WSGW_PURE_PYTHON=1 forces the t
 
 import os
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 
-def _modules() -> tuple[str, ModuleType, ModuleType, ModuleType, ModuleType]:
+def _modules() -> tuple[str, ModuleType, ModuleType, ModuleType, ModuleType, ModuleType]:
     if os.environ.get("WSGW_PURE_PYTHON") != "1":
         try:
-            from . import bucket, frames, gate, mask  # type: ignore[attr-defined]
+            from . import bucket, frames, gate, legs, mask  # type: ignore[attr-defined]
 
-            return "cython", bucket, frames, gate, mask
+            return "cython", bucket, frames, gate, mask, legs
         except ImportError:  # not built: the twins below
             pass
-    from . import bucket_py, frames_py, gate_py, mask_py
+    from . import bucket_py, frames_py, gate_py, legs_py, mask_py
 
-    return "python", bucket_py, frames_py, gate_py, mask_py
+    return "python", bucket_py, frames_py, gate_py, mask_py, legs_py
 
 
-IMPLEMENTATION, _bucket, _frames, _gate, _mask = _modules()
+IMPLEMENTATION, _bucket, _frames, _gate, _mask, _legs = _modules()
 
 TokenBucket = _bucket.TokenBucket
 FrameRelay = _frames.FrameRelay
@@ -38,6 +39,11 @@ Limit = _gate.Limit
 ACTION_DROP, ACTION_CLOSE, ACTION_SHAPE = _gate.ACTION_DROP, _gate.ACTION_CLOSE, _gate.ACTION_SHAPE
 apply_mask = _mask.apply_mask
 random_key = _mask.random_key
+if TYPE_CHECKING:  # the twin is the spec, for mypy too
+    from .legs_py import BackendLegCore, ClientLegCore
+else:
+    ClientLegCore = _legs.ClientLegCore
+    BackendLegCore = _legs.BackendLegCore
 
 __all__ = [
     "ACTION_CLOSE",
@@ -54,6 +60,8 @@ __all__ = [
     "OP_PONG",
     "OP_TEXT",
     "THROTTLED",
+    "BackendLegCore",
+    "ClientLegCore",
     "FrameHeader",
     "FrameRelay",
     "Gate",

@@ -80,6 +80,10 @@ cdef class FrameRelay:
     cdef readonly uint64_t dropped_frames
     cdef readonly int drop_scope
 
+    # The per-chunk calls, C-callable for the relay legs (legs.pyx) and Python-visible.
+    cpdef int process(self, object data) except -1
+    cpdef object take_output(self)
+
     cdef int _run(self, const unsigned char* p, Py_ssize_t n, object whole) except -1
     cdef int _check(self, FrameHead* h) noexcept nogil
     cdef int _admit(self, FrameHead* h, int64_t* now, bint* have_now) noexcept nogil

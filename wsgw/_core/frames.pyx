@@ -319,7 +319,7 @@ cdef class FrameRelay:
         Py_XDECREF(self._out)
         self._out = NULL
 
-    def take_output(self):
+    cpdef object take_output(self):
         cdef object out
         if self._out == NULL:
             return None
@@ -330,7 +330,7 @@ cdef class FrameRelay:
         self._out_shared = False
         return out
 
-    def process(self, data):
+    cpdef int process(self, object data) except -1:
         cdef Py_buffer view
         cdef int result
         if self.closed:

@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from wsgw.pipeline.relay import ClientLeg
 
 
-class BackendLeg(asyncio.Protocol):
+class BackendLeg(_core.BackendLegCore, asyncio.Protocol):
     """The gateway's connection to a backend; it reports everything to its ClientLeg."""
+
+    client: ClientLeg
 
     def __init__(self, client: ClientLeg) -> None:
         self.client = client
@@ -37,19 +39,8 @@ class BackendLeg(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.alive = True
 
-    def data_received(self, data: bytes) -> None:
-        relay = self.relay
-        if relay is not None:
-            client = self.client
-            client.activity += 1
-            event = relay.process(data)
-            out = relay.take_output()
-            if out is not None and not client.client_close_sent and not client.client_gone:
-                client.transport.write(out)  # type: ignore[union-attr]
-            drops = relay.dropped_messages + client.c2b.dropped_messages  # type: ignore[union-attr]
-            if event or client._notice_pending or drops != client._drops:
-                client.backend_event(event)
-            return
+    # data_received is BackendLegCore's: the relay's per-chunk path, compiled.
+    def data_before_relay(self, data: bytes) -> None:
         if self.reader is not None:
             try:
                 response = self.reader.feed(data)

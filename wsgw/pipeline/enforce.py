@@ -34,9 +34,9 @@ class LimitEnforcement:
     record: ConnectionRecord | None
     client_close_sent: bool
     client_gone: bool
-    _drops: int  # dropped messages both ways, as last counted
+    drops_seen: int  # dropped messages both ways, as last counted
     _c2b_drops: int
-    _notice_pending: bool
+    notice_pending: bool
     transport: asyncio.Transport | None
     paused: int
 
@@ -57,17 +57,17 @@ class LimitEnforcement:
         """Messages dropped whole by `on_limit: drop`: count them, notify the client."""
         c2b, b2c = self.c2b, self.b2c
         assert c2b is not None and b2c is not None
-        if c2b.dropped_messages + b2c.dropped_messages == self._drops:
+        if c2b.dropped_messages + b2c.dropped_messages == self.drops_seen:
             return
         assert self.record is not None
-        for relay, seen in ((c2b, self._c2b_drops), (b2c, self._drops - self._c2b_drops)):
+        for relay, seen in ((c2b, self._c2b_drops), (b2c, self.drops_seen - self._c2b_drops)):
             if relay.dropped_messages != seen:
                 delta = relay.dropped_messages - seen
                 scope = self._scope(relay.drop_scope)
                 self.gw.telemetry.throttled(self.record, scope, "drop", delta)
         self._c2b_drops = c2b.dropped_messages
-        self._drops = c2b.dropped_messages + b2c.dropped_messages
-        self._notice_pending = True
+        self.drops_seen = c2b.dropped_messages + b2c.dropped_messages
+        self.notice_pending = True
 
     def _send_notice(self) -> None:
         """The drop notice is a whole text message: it may only go to the client between
@@ -75,7 +75,7 @@ class LimitEnforcement:
         b2c = self.b2c
         if self.client_close_sent or self.client_gone or b2c is None or b2c.in_message:
             return
-        self._notice_pending = False
+        self.notice_pending = False
         gate = self.admission.gate if self.admission else None
         retry_after_s = round(gate.retry_after_ns / 1e9, 3) if gate is not None else 1.0
         notice = orjson.dumps(

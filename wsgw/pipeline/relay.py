@@ -74,7 +74,7 @@ THROTTLED_OUT = 4008  # the code of the drop notice text frame (WSO2's)
 REQUEST_TIMEOUT_S = 10.0
 
 
-class ClientLeg(LimitEnforcement, asyncio.Protocol):
+class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
     def __init__(self, gateway: Gateway, secure: bool) -> None:
         self.gw = gateway
         self.secure = secure
@@ -91,22 +91,13 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
         self.record: ConnectionRecord | None = None
         self.admission: Admission | None = None
         self._request_at = 0.0
-        self._drops = 0  # dropped messages both ways, as last counted
         self._c2b_drops = 0
-        self._notice_pending = False
         self.started = time.monotonic()
-        self.activity = 0  # bumped per chunk either way; the idle check compares it
         self._seen_activity = -1
         self._active_at = 0.0  # loop time of the last idle check that saw activity
         self._timer: asyncio.TimerHandle | None = None
         self._handshake_task: asyncio.Task[None] | None = None
         self._early = bytearray()  # frames sent before our 101 (see _hold_early)
-        # Close handshake bookkeeping, per leg.
-        self.client_close_sent = False
-        self.client_close_received = False
-        self.backend_close_sent = False
-        self.backend_close_received = False
-        self.client_gone = False
         self.close_code: int | None = None
         self.closed_by = "-"
 
@@ -118,21 +109,8 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
         self.gw.connections.add(self)
         self._timer = self.gw.loop.call_later(REQUEST_TIMEOUT_S, self._request_timeout)
 
-    def data_received(self, data: bytes) -> None:
-        relay = self.c2b
-        if relay is not None:
-            self.activity += 1
-            event = relay.process(data)
-            out = relay.take_output()
-            if out is not None and not self.backend_close_sent:
-                backend = self.backend
-                if backend is not None and backend.transport is not None:
-                    backend.transport.write(out)
-            # b2c is set together with c2b.
-            drops = relay.dropped_messages + self.b2c.dropped_messages  # type: ignore[union-attr]
-            if event or drops != self._drops:
-                self._client_event(event)
-            return
+    # data_received is ClientLegCore's: the relay's per-chunk path, compiled.
+    def data_before_relay(self, data: bytes) -> None:
         if self.state == HTTP:
             self._http_data(data)
         elif self.state == CONNECTING:
@@ -384,11 +362,11 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
             self._check_done()
 
     # ------------------------------------------------------------ frame events
-    def _client_event(self, event: int) -> None:
+    def client_event(self, event: int) -> None:
         relay = self.c2b
         assert relay is not None
         self._count_drops()
-        if self._notice_pending:
+        if self.notice_pending:
             self._send_notice()
         if event == _core.THROTTLED:
             self._throttled(relay, True)
@@ -408,7 +386,7 @@ class ClientLeg(LimitEnforcement, asyncio.Protocol):
         relay = self.b2c
         assert relay is not None
         self._count_drops()
-        if self._notice_pending:
+        if self.notice_pending:
             self._send_notice()
         if event == _core.THROTTLED:
             self._throttled(relay, False)

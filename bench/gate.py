@@ -5,8 +5,8 @@
 
 1. The compiled core against its pure-Python twin, timed alternately in this process.
 2. End to end (bench/harness.py): direct, wsgw (as users run it: OAuth2 token, metered
-   tier) and the websockets-library proxy, alternating round by round; medians of the
-   per-round ratios.
+   tier), the websockets-library proxy and the uvloop floor (bench/floorproxy.py),
+   alternating round by round; medians of the per-round ratios.
 
 Floors sit well under the issue's targets and were set by running the gate on this
 2-core machine while it ran other work (see bench/README.md): noise stays above them, the
@@ -67,6 +67,10 @@ E2E_FLOORS = {
     "bulk_cpu_vs_wsproxy": Floor(
         "bulk: websockets-proxy ÷ wsgw proxy CPU per round trip", 1.8, "≤ 17 µs/rt"
     ),
+    # The handshake path against the same socket work with no checks (bench/floorproxy.py):
+    # catches a per-connection regression (a signature checked on every handshake, a
+    # blocking call) that the message scenarios cannot see.
+    "connect_vs_floor": Floor("connect: wsgw ÷ uvloop-floor cycles/s", 0.45, "≥ 0.70 × direct"),
 }
 
 
@@ -118,7 +122,7 @@ def e2e_ratios(
     per: dict[str, list[float]] = {k: [] for k in E2E_FLOORS}
     with Bench() as bench:
         bench.start_backend()
-        for name in ("direct", "wsgw", "websockets-proxy"):
+        for name in ("direct", "wsgw", "websockets-proxy", "uvloop-floor"):
             bench.start(name, gateway_env=gateway_env)
         core = bench.setups["wsgw"].note
         for rnd in range(rounds):
@@ -126,6 +130,7 @@ def e2e_ratios(
             for scenario, names in (
                 ("small", ["wsgw", "websockets-proxy"]),
                 ("bulk", ["direct", "wsgw", "websockets-proxy"]),
+                ("connect", ["wsgw", "uvloop-floor"]),
             ):
                 shift = rnd % len(names)
                 for name in names[shift:] + names[:shift]:
@@ -145,6 +150,7 @@ def e2e_ratios(
                     )
             _ratio(per, "small_vs_wsproxy", got, ("small", "wsgw"), ("small", "websockets-proxy"))
             _ratio(per, "bulk_vs_direct", got, ("bulk", "wsgw"), ("bulk", "direct"))
+            _ratio(per, "connect_vs_floor", got, ("connect", "wsgw"), ("connect", "uvloop-floor"))
             _cpu_ratio(per, "small_cpu_vs_wsproxy", got, "small")
             _cpu_ratio(per, "bulk_cpu_vs_wsproxy", got, "bulk")
     medians = {k: statistics.median(v) for k, v in per.items() if v}

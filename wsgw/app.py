@@ -20,6 +20,7 @@ from wsgw.oauth.endpoint import handle_token_request
 from wsgw.oauth.keys import load_signing_key
 from wsgw.oauth.tokens import TokenIssuer, TokenVerifier
 from wsgw.pipeline import metrics
+from wsgw.pipeline.deadlines import Deadlines
 from wsgw.pipeline.relay import ClientLeg
 from wsgw.pipeline.route import RouteTable
 from wsgw.pipeline.subscription import SubscriptionRegistry
@@ -60,6 +61,7 @@ class Gateway:
         self.verifier = TokenVerifier(signing_key, config.security.issuer)
         self.backend_ssl = _backend_ssl_context(config)
         self.connections: set[ClientLeg] = set()
+        self.deadlines = Deadlines(self.loop)
         analytics = config.analytics
         self.telemetry = Telemetry(
             events_file=analytics.events_file,
@@ -155,6 +157,7 @@ class Gateway:
         if self.cluster is not None:
             await self.cluster.stop()
         await self.telemetry.stop()
+        self.deadlines.close()
 
     # ------------------------------------------------------------- helpers
     def spawn(self, coro) -> None:  # noqa: ANN001

@@ -31,7 +31,6 @@ class BackendLeg(_core.BackendLegCore, asyncio.Protocol):
         self.relay: _core.FrameRelay | None = None
         self.alive = False
         self.paused = 0
-        self._close_timer: asyncio.TimerHandle | None = None
         # Frames the backend sends right after its 101, before the client leg relays.
         self._early = bytearray()
 
@@ -71,8 +70,6 @@ class BackendLeg(_core.BackendLegCore, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
-        if self._close_timer is not None:
-            self._close_timer.cancel()
         self._fail_handshake(BadGateway("backend closed the connection during the handshake"))
         self.client.backend_lost()
 
@@ -109,14 +106,6 @@ class BackendLeg(_core.BackendLegCore, asyncio.Protocol):
         client.backend_close_received = True
         if self.transport is not None:
             self.transport.close()
-
-    def await_server_close(self) -> None:
-        """Both close frames are through: the backend, as the server, closes TCP first
-        (RFC 6455 §7.1.1), which spares the gateway a TIME_WAIT per connection. Bounded."""
-        if self.alive and self._close_timer is None:
-            self._close_timer = self.client.gw.loop.call_later(
-                self.client.gw.config.gateway.close_timeout_s, self.abort
-            )
 
     def abort(self) -> None:
         if self.transport is not None and self.alive:

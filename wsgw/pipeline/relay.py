@@ -95,7 +95,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         self.started = time.monotonic()
         self._seen_activity = -1
         self._active_at = 0.0  # loop time of the last idle check that saw activity
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline_slot = -1  # see deadlines.py; what a deadline means depends on state
+        self._handshake_timed_out = False
         self._handshake_task: asyncio.Task[None] | None = None
         self._early = bytearray()  # frames sent before our 101 (see _hold_early)
         self.close_code: int | None = None
@@ -107,7 +108,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else "?"
         self.gw.connections.add(self)
-        self._timer = self.gw.loop.call_later(REQUEST_TIMEOUT_S, self._request_timeout)
+        self.gw.deadlines.arm(self, REQUEST_TIMEOUT_S)
 
     # data_received is ClientLegCore's: the relay's per-chunk path, compiled.
     def data_before_relay(self, data: bytes) -> None:
@@ -117,8 +118,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             self._hold_early(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # The deadline stays: in CLOSING it also bounds the wait for the backend's TCP close.
         self.client_gone = True
-        self._cancel_timer()
         # Nothing will drain the backend's writes into the client any more; a backend leg
         # left paused would never read the backend's close reply.
         if self.backend is not None:
@@ -168,6 +169,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         self.reader = None
         if request.is_upgrade:
             self.state = CONNECTING
+            self.gw.deadlines.disarm(self)  # the backend handshake has its own, below
             self._request_at = time.monotonic()
             self._hold_early(request.trailing)
             self._handshake_task = self.gw.loop.create_task(self._upgrade(request))
@@ -223,13 +225,22 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         if admission is not None and admission.holds_slots:
             self.gw.spawn(admission.release())
 
-    def _request_timeout(self) -> None:
-        self._timer = None
-        if self.state in (HTTP, CONNECTING):
-            log.info("handshake from %s timed out", self.peer)
-            if self.state == HTTP:
-                self._close_transport()
-            # CONNECTING has its own backend timeout, which answers 504.
+    def deadline_reached(self) -> None:
+        """The one deadline of this connection's current phase (see deadlines.py)."""
+        state = self.state
+        if state == HTTP:
+            log.info("request from %s timed out", self.peer)
+            self._close_transport()
+        elif state == CONNECTING:
+            task = self._handshake_task
+            if task is not None and not task.done():
+                self._handshake_timed_out = True
+                task.cancel()
+        elif state == OPEN:
+            self._idle_check()
+        elif state == CLOSING:
+            log.debug("close handshake with %s timed out", self.peer)
+            self.abort()
 
     # --------------------------------------------------------------- handshake
     async def _upgrade(self, request: Request) -> None:
@@ -259,15 +270,10 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             upgrade, key = handshake.backend_upgrade_request(
                 backend, backend.target(suffix, query), offer, request, self.peer, self.secure
             )
-            async with asyncio.timeout(timeout):
-                response = await self._connect_backend(backend, upgrade)
+            gw.deadlines.arm(self, timeout)
+            response = await self._connect_backend(backend, upgrade)
             failure = "bad_handshake"
             answer = handshake.check_backend_answer(response, key, offer)
-        except TimeoutError:
-            self._drop_backend()
-            gw.telemetry.backend_failure(api.name, api.version, "timeout")
-            self._refuse(GatewayTimeout("backend handshake timed out"))
-            return
         except GatewayError as err:
             self._drop_backend()
             if isinstance(err, BadGateway) and self.api is not None:
@@ -276,7 +282,11 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             return
         except asyncio.CancelledError:
             self._drop_backend()
-            raise
+            if not self._handshake_timed_out:
+                raise
+            gw.telemetry.backend_failure(api.name, api.version, "timeout")
+            self._refuse(GatewayTimeout("backend handshake timed out"))
+            return
         self._open(request, offer, answer, response)
 
     async def _connect_backend(self, backend, upgrade: bytes) -> Response:  # noqa: ANN001
@@ -319,10 +329,9 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         )
         self.b2c = _core.FrameRelay(from_client=False, allow_rsv1=answer.permessage_deflate)
         self._start_accounting()
-        self._cancel_timer()
         self._seen_activity = self.activity
         self._active_at = self.gw.loop.time()
-        self._timer = self.gw.loop.call_later(config.idle_timeout_s / 2, self._idle_check)
+        self.gw.deadlines.arm(self, config.idle_timeout_s / 2)
         self.backend.start_relay()
         early, self._early = self._early, bytearray()
         if early:
@@ -428,10 +437,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
     def _begin_closing(self) -> None:
         if self.state == OPEN:
             self.state = CLOSING
-            self._cancel_timer()
-            self._timer = self.gw.loop.call_later(
-                self.gw.config.gateway.close_timeout_s, self._close_timeout
-            )
+            # Bounds the close handshake and then the backend's TCP close (deadline_reached).
+            self.gw.deadlines.arm(self, self.gw.config.gateway.close_timeout_s)
             self._ungate()
 
     def _close_client(self, code: int, reason: str, *, fail: bool = False) -> None:
@@ -467,8 +474,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
     def _check_done(self) -> None:
         if self.client_close_sent and self.client_close_received:
             self._close_transport()
-        if self.backend_close_sent and self.backend_close_received and self.backend is not None:
-            self.backend.await_server_close()
+        # With both close frames through, the backend (the server) closes TCP first (RFC 6455
+        # §7.1.1), sparing the gateway a TIME_WAIT; the closing deadline bounds the wait.
 
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -491,23 +498,16 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             self._close_transport()
 
     def abort(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.client_gone:
             self.transport.abort()
         self._drop_backend()
-
-    def _close_timeout(self) -> None:
-        self._timer = None
-        log.debug("close handshake with %s timed out", self.peer)
-        self.abort()
 
     def _idle_check(self) -> None:
         """Traffic is a counter bump per chunk (no clock on the hot path), sampled here.
         A change since the previous check means traffic at some moment up to now, so the
         silence is measured from the last check that saw one: a connection is closed after
-        between 1 and 1.5 idle timeouts of silence, never before a full one."""
-        self._timer = None
-        if self.state != OPEN:
-            return
+        between 1 and 1.5 idle timeouts of silence (plus up to one deadline tick), never
+        before a full one."""
         idle_timeout = self.gw.config.gateway.idle_timeout_s
         now = self.gw.loop.time()
         if self.activity != self._seen_activity:
@@ -518,12 +518,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             self._close_client(GOING_AWAY, "idle timeout")
             self._close_backend(GOING_AWAY, "idle timeout")
             return
-        self._timer = self.gw.loop.call_later(idle_timeout / 2, self._idle_check)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.gw.deadlines.arm(self, idle_timeout / 2)
 
     def _drop_backend(self) -> None:
         if self.backend is not None:
@@ -543,5 +538,5 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
                 self.gw.telemetry.closed(self.record)
             self._release_admission()
             self.state = CLOSED
-            self._cancel_timer()
+            self.gw.deadlines.disarm(self)
             self.gw.connections.discard(self)

@@ -1,7 +1,7 @@
 """End-to-end benchmark: every scenario against every setup in one run, setups alternating
 round by round, a Markdown table of medians with ratios to `direct` and to `nginx`.
 
-    python bench/run.py                       # 3 rounds, all scenarios and setups (~5 min)
+    python bench/run.py                       # 3 rounds, all scenarios and setups (~9 min)
     python bench/run.py --quick               # 1 round, short windows, 2000 idle connections
     python bench/run.py --scenarios small bulk --setups direct wsgw nginx --rounds 5
 

@@ -30,6 +30,7 @@ from .backends import (
     encode_frame,
     gateway_buffered_bytes,
     read_frame,
+    read_until_close,
     switching_protocols,
 )
 from .conftest import Env, GatewayFactory, Peers
@@ -481,6 +482,57 @@ async def test_a_connection_in_use_is_not_idle(make_gateway: GatewayFactory, pee
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == f"keep-alive {i}"
     finally:
         ws.transport.abort()
+
+
+# --------------------------------------------------------------------- close timeout
+
+
+def short_close(config: dict) -> None:
+    config["gateway"]["close_timeout_s"] = 0.4
+
+
+def close_then(after_close: str, held_for: list[float]):  # noqa: ANN201 - handler factory
+    """A backend that reads frames until the client's close arrives, then either never
+    answers (`silent`) or answers with its close frame but keeps its TCP connection open
+    (`reply`). It records how long the gateway kept its connection after that."""
+
+    def make_handler(backend: RawBackend):  # noqa: ANN202
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            key = await backend.handshake(reader)
+            writer.write(switching_protocols(key))
+            await read_until_close(reader)
+            if after_close == "reply":
+                writer.write(encode_frame(OP_CLOSE, close_payload(1000), mask=False))
+            closed_at = time.monotonic()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(reader.read(), TIMEOUT)  # EOF or reset: dropped
+            held_for.append(time.monotonic() - closed_at)
+            writer.close()
+
+        return handler
+
+    return make_handler
+
+
+@pytest.mark.parametrize("after_close", ["silent", "reply"])
+async def test_the_gateway_drops_a_backend_stuck_in_the_close_handshake(
+    make_gateway: GatewayFactory, peers: Peers, after_close: str
+) -> None:
+    """No close reply, or a reply but no TCP close: either way the gateway drops the
+    backend's connection after close_timeout_s (and never before), and forgets it."""
+    held: list[float] = []
+    backend = await peers.raw(close_then(after_close, held))
+    env = await make_gateway(edit=short_close, production=backend.url)
+    ws = await ws_connect(env, ping_interval=None)
+    await ws.close(1000, "done")
+    async with asyncio.timeout(TIMEOUT):
+        while not held:
+            await asyncio.sleep(0.02)
+    (held_for,) = held
+    assert 0.3 <= held_for < 2.0  # 0.4 s after the close began, up to a tick and slack later
+    if after_close == "reply":
+        assert ws.close_code == 1000  # the client's own handshake completed cleanly
+    await wait_no_connections(env)
 
 
 # -------------------------------------------------- bytes in the handshake's segment

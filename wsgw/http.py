@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import httptools
@@ -27,27 +27,58 @@ def accept_key(client_key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-@dataclass(slots=True)
 class Headers:
-    """Header fields in arrival order, names lower-cased. Repeated fields are kept."""
+    """Header fields in arrival order, names lower-cased. Repeated fields are kept.
 
-    items: list[tuple[str, str]] = field(default_factory=list)
+    Lookups go through a name → values index built on the first one: a handshake asks
+    about a dozen names of the same ten-odd fields."""
+
+    __slots__ = ("items", "_index")
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        self.items = items if items is not None else []
+        self._index: dict[str, list[str]] | None = None
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self.items == other.items
+
+    def _values(self, name: str) -> list[str]:
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for key, value in self.items:
+                values = index.get(key)
+                if values is None:
+                    index[key] = [value]
+                else:
+                    values.append(value)
+        return index.get(name, _NONE)
 
     def get(self, name: str) -> str | None:
-        for key, value in self.items:
-            if key == name:
-                return value
-        return None
+        values = self._values(name)
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
-        return [value for key, value in self.items if key == name]
+        return list(self._values(name))
 
     def tokens(self, name: str) -> list[str]:
         """Comma-separated tokens of every `name` field, stripped (e.g. Connection)."""
-        return [t.strip() for v in self.get_all(name) for t in v.split(",") if t.strip()]
+        out = []
+        for value in self._values(name):
+            for token in value.split(","):
+                token = token.strip()
+                if token:
+                    out.append(token)
+        return out
 
     def count(self, name: str) -> int:
-        return sum(1 for key, _ in self.items if key == name)
+        return len(self._values(name))
+
+
+_NONE: list[str] = []  # the values of an absent field (never mutated)
 
 
 @dataclass(slots=True)
@@ -209,6 +240,9 @@ class ResponseReader:
         )
 
 
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
 def render_response(
     status: int,
     headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
@@ -216,10 +250,7 @@ def render_response(
     *,
     close: bool = True,
 ) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
+    reason = _REASONS.get(status, "Unknown")
     lines = [f"HTTP/1.1 {status} {reason}"]
     lines.extend(f"{name}: {value}" for name, value in headers)
     if status != 101:

@@ -7,6 +7,7 @@ upgrade request the gateway sends to the backend, and what the backend's answer 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 from dataclasses import dataclass
 
@@ -153,7 +154,8 @@ def _extension_name(offer: str) -> str:
 
 
 def _valid_key(key: str) -> bool:
+    """16 bytes in strict base64 (RFC 6455 §4.1), as websockets and picows check it."""
     try:
-        return len(base64.b64decode(key, validate=True)) == 16
-    except ValueError:
+        return len(binascii.a2b_base64(key.encode("ascii"), strict_mode=True)) == 16
+    except (ValueError, UnicodeEncodeError):
         return False

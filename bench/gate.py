@@ -70,7 +70,7 @@ E2E_FLOORS = {
     # The handshake path against the same socket work with no checks (bench/floorproxy.py):
     # catches a per-connection regression (a signature checked on every handshake, a
     # blocking call) that the message scenarios cannot see.
-    "connect_vs_floor": Floor("connect: wsgw ÷ uvloop-floor cycles/s", 0.45, "≥ 0.70 × direct"),
+    "connect_vs_floor": Floor("connect: wsgw ÷ uvloop-floor cycles/s", 0.40, "≥ 0.70 × direct"),
 }
 
 

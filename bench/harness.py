@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,31 @@ class Bench:
                 return None
             setup = self._start_nginx(binary, nginx_extra)
         elif name == "websockets-proxy":
-            setup = self._start_wsproxy()
+            setup = self._start_process(
+                name,
+                lambda listen, backend: [
+                    python(),
+                    str(WSPROXY),
+                    "--listen",
+                    listen,
+                    "--backend",
+                    f"ws://{backend}",
+                ],
+                "websockets library, uvloop",
+            )
         elif name == "uvloop-floor":
-            setup = self._start_floor()
+            setup = self._start_process(
+                name,
+                lambda listen, backend: [
+                    python(),
+                    str(FLOORPROXY),
+                    "--listen",
+                    listen,
+                    "--backend",
+                    backend,
+                ],
+                "the gateway's socket work on uvloop, no checks (bench/floorproxy.py)",
+            )
         elif name == "haproxy":
             binary = haproxy_binary()
             if binary is None:
@@ -263,12 +286,23 @@ class Bench:
             if why is not None:
                 self.skipped[name] = why
                 return None
-            setup = self._start_python_like(
-                name, ["node", str(NODEPROXY / "proxy.js")], "node-http-proxy 1.18.1"
+            setup = self._start_process(
+                name,
+                lambda listen, backend: ["node", str(NODEPROXY / "proxy.js"), listen, backend],
+                "node-http-proxy 1.18.1",
             )
         elif name == "aiohttp-proxy":
-            setup = self._start_python_like(
-                name, [python(), str(AIOHTTPPROXY)], "aiohttp library, uvloop", url_args=True
+            setup = self._start_process(
+                name,
+                lambda listen, backend: [
+                    python(),
+                    str(AIOHTTPPROXY),
+                    "--listen",
+                    listen,
+                    "--backend",
+                    f"ws://{backend}",
+                ],
+                "aiohttp library, uvloop",
             )
         else:
             raise ValueError(f"unknown setup {name!r}; known: {', '.join(SETUP_NAMES)}")
@@ -340,27 +374,6 @@ class Bench:
             note=f"nginx {nginx_version(binary)}, 1 worker",
         )
 
-    def _start_wsproxy(self) -> Setup:
-        port = free_port()
-        proc = self.procs.spawn(
-            [
-                python(),
-                str(WSPROXY),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--backend",
-                f"ws://127.0.0.1:{self.backend_port}",
-            ],
-            log=self.dir / "wsproxy.log",
-        )
-        wait_port(port, proc=proc)
-        return Setup(
-            "websockets-proxy",
-            f"ws://127.0.0.1:{port}/echo/1.0",
-            pids=[proc.pid],
-            note="websockets library, uvloop",
-        )
-
     def _start_haproxy(self, binary: str) -> Setup:
         d = self.dir / "haproxy"
         d.mkdir()
@@ -382,39 +395,15 @@ class Bench:
             note=version.stdout.split("\n", 1)[0].split(" - ")[0].strip() + ", 1 thread",
         )
 
-    def _start_python_like(
-        self, name: str, argv: list[str], note: str, *, url_args: bool = False
-    ) -> Setup:
-        """A one-process proxy started as `ARGV LISTEN BACKEND` (or with --listen/--backend)."""
-        port = free_port()
-        listen, backend = f"127.0.0.1:{port}", f"127.0.0.1:{self.backend_port}"
-        args = (
-            ["--listen", listen, "--backend", f"ws://{backend}"] if url_args else [listen, backend]
-        )
-        proc = self.procs.spawn([*argv, *args], log=self.dir / f"{name}.log")
-        wait_port(port, proc=proc)
-        return Setup(name, f"ws://127.0.0.1:{port}/echo/1.0", pids=[proc.pid], note=note)
-
-    def _start_floor(self) -> Setup:
+    def _start_process(self, name: str, argv: Callable[[str, str], list[str]], note: str) -> Setup:
+        """A one-process proxy: `argv(listen, backend)` with both as HOST:PORT."""
         port = free_port()
         proc = self.procs.spawn(
-            [
-                python(),
-                str(FLOORPROXY),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--backend",
-                f"127.0.0.1:{self.backend_port}",
-            ],
-            log=self.dir / "floorproxy.log",
+            argv(f"127.0.0.1:{port}", f"127.0.0.1:{self.backend_port}"),
+            log=self.dir / f"{name}.log",
         )
         wait_port(port, proc=proc)
-        return Setup(
-            "uvloop-floor",
-            f"ws://127.0.0.1:{port}/echo/1.0",
-            pids=[proc.pid],
-            note="the gateway's socket work on uvloop, no checks (bench/floorproxy.py)",
-        )
+        return Setup(name, f"ws://127.0.0.1:{port}/echo/1.0", pids=[proc.pid], note=note)
 
     def alive(self) -> list[str]:
         """Names of children that died (a crashed proxy must not read as a slow one)."""

@@ -4,8 +4,9 @@ ClientLeg serves the gateway port. It reads one HTTP request; an upgrade runs th
 pipeline (route → auth → subscription → throttle → backend connect), every other request
 gets one answer (token endpoint, health, refusals) and the connection closes. After the upgrade,
 bytes from each peer go through a FrameRelay (validate, re-mask towards the backend,
-count) and out to the other peer. Everything per frame happens in the codec; this module
-only moves its output and reacts to its rare events (close frames, protocol errors).
+count) and out to the other peer. That per-chunk path is compiled (the legs' base classes,
+wsgw/_core/legs.pyx); this module handles the handshake and the codec's rare events (close
+frames, protocol errors, limits), and each connection's one deadline (deadlines.py).
 
 Close handshake: each leg tracks whether a close frame was sent to and received from its
 peer. A peer's close frame is forwarded to the other peer, whose close reply is forwarded

@@ -323,12 +323,13 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         self.state = OPEN
         self.started = time.monotonic()
         self.transport.write(handshake.client_switching_protocols(offer, answer))
+        # b2c first: a set c2b is what sends chunks down the relay path, which reads both.
+        self.b2c = _core.FrameRelay(from_client=False, allow_rsv1=answer.permessage_deflate)
         self.c2b = _core.FrameRelay(
             from_client=True,
             allow_rsv1=answer.permessage_deflate,
             max_message_bytes=config.max_message_bytes,
         )
-        self.b2c = _core.FrameRelay(from_client=False, allow_rsv1=answer.permessage_deflate)
         self._start_accounting()
         self._seen_activity = self.activity
         self._active_at = self.gw.loop.time()

@@ -6,13 +6,14 @@ The level counts 1/(60 * 10**9) tokens in a 128-bit integer, so a refill is exac
 
 import time
 
-from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t, uint64_t
 
 from wsgw._core.int128 cimport (
     WSGW_LEVEL_FLOOR,
     WSGW_MAX_TOKENS,
     WSGW_UNITS,
+    as_int64,
+    check_tokens,
     wsgw_floor_div,
     wsgw_i128,
 )
@@ -21,18 +22,6 @@ UNITS_PER_TOKEN = 60 * 1_000_000_000
 MAX_TOKENS = 2**62
 MAX_RETRY_NS = 2**63 - 1
 
-
-
-cdef inline int64_t _int64(object v) except? -1:
-    # PyNumber_Index: ints only, like the pure twin (C conversion would truncate floats).
-    return PyNumber_Index(v)
-
-
-cdef inline int64_t _tokens(object v, str what) except? -1:
-    cdef int64_t n = _int64(v)
-    if n < 0 or n > WSGW_MAX_TOKENS:
-        raise ValueError(f"{what} must be in 0..2**62")
-    return n
 
 
 cdef class TokenBucket:
@@ -44,11 +33,11 @@ cdef class TokenBucket:
     """
 
     def __init__(self, rate_per_minute, burst=0, now_ns=None):
-        cdef int64_t rate = _int64(rate_per_minute)
+        cdef int64_t rate = as_int64(rate_per_minute)
         cdef int64_t extra
         if rate < 1 or rate > WSGW_MAX_TOKENS:
             raise ValueError("rate_per_minute must be in 1..2**62")
-        extra = _tokens(burst, "burst")
+        extra = check_tokens(burst, "burst")
         if rate + extra > WSGW_MAX_TOKENS:
             raise ValueError("capacity (rate_per_minute + burst) must be at most 2**62")
         self.rate_per_minute = rate
@@ -56,7 +45,7 @@ cdef class TokenBucket:
         self.capacity = rate + extra
         self._full = <wsgw_i128>self.capacity * WSGW_UNITS
         self._level = self._full
-        self._last = _int64(time.monotonic_ns() if now_ns is None else now_ns)
+        self._last = as_int64(time.monotonic_ns() if now_ns is None else now_ns)
 
     def __repr__(self):
         return (
@@ -115,22 +104,22 @@ cdef class TokenBucket:
 
     def consume(self, n, now_ns) -> bool:
         """Take ``n`` tokens if the bucket holds them; otherwise take nothing."""
-        cdef int64_t count = _tokens(n, "n")
-        return self.c_consume(count, _int64(now_ns))
+        cdef int64_t count = check_tokens(n, "n")
+        return self.c_consume(count, as_int64(now_ns))
 
     def force_consume(self, n, now_ns) -> None:
         """Take ``n`` tokens even into debt (the level may go negative)."""
-        cdef int64_t count = _tokens(n, "n")
-        self.c_force_consume(count, _int64(now_ns))
+        cdef int64_t count = check_tokens(n, "n")
+        self.c_force_consume(count, as_int64(now_ns))
 
     def give_back(self, n, now_ns) -> None:
         """Return ``n`` tokens (an unused lease), never above capacity."""
-        cdef int64_t count = _tokens(n, "n")
-        self.c_give_back(count, _int64(now_ns))
+        cdef int64_t count = check_tokens(n, "n")
+        self.c_give_back(count, as_int64(now_ns))
 
     def available(self, now_ns) -> int:
         """Whole tokens now, rounded down (negative in debt): consume(n) succeeds iff n <= it."""
-        return self.c_available(_int64(now_ns))
+        return self.c_available(as_int64(now_ns))
 
     def retry_after_ns(self, n, now_ns) -> int:
         """Nanoseconds until ``n`` tokens are available; 0 if they are now.
@@ -138,5 +127,5 @@ cdef class TokenBucket:
         A bucket never holds more than its capacity, so for ``n > capacity`` this is the
         time until the bucket is full. Rounded up; at most 2**63 - 1.
         """
-        cdef int64_t count = _tokens(n, "n")
-        return self.c_retry_after_ns(count, _int64(now_ns))
+        cdef int64_t count = check_tokens(n, "n")
+        return self.c_retry_after_ns(count, as_int64(now_ns))

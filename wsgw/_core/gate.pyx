@@ -15,6 +15,8 @@ from wsgw._core.int128 cimport (
     WSGW_LEVEL_FLOOR,
     WSGW_MAX_TOKENS,
     WSGW_UNITS,
+    as_int64,
+    check_tokens,
     wsgw_floor_div,
     wsgw_i128,
 )
@@ -34,21 +36,10 @@ cdef enum:
     _INT64_MAX = 0x7FFFFFFFFFFFFFFF
 
 
-# --- argument checks (ints only, like the pure twin: C conversion would truncate floats) --
-
-cdef inline int64_t _int64(object v) except? -1:
-    return PyNumber_Index(v)
-
-
-cdef inline int64_t _tokens(object v, str what) except? -1:
-    cdef int64_t n = _int64(v)
-    if n < 0 or n > WSGW_MAX_TOKENS:
-        raise ValueError(f"{what} must be in 0..2**62")
-    return n
-
+# --- argument checks beyond int128.pxd's (ints only, like the pure twin) ---------------
 
 cdef inline int64_t _length(object v) except? -1:
-    cdef int64_t n = _int64(v)
+    cdef int64_t n = as_int64(v)
     if n < 0:
         raise ValueError("payload_len must be in 0..2**63-1")
     return n
@@ -131,9 +122,9 @@ cdef class Limit:
     """
 
     def __init__(self, messages_per_minute=0, bytes_per_minute=0, burst=0, now_ns=None):
-        cdef int64_t mpm = _tokens(messages_per_minute, "messages_per_minute")
-        cdef int64_t bpm = _tokens(bytes_per_minute, "bytes_per_minute")
-        cdef int64_t extra = _tokens(burst, "burst")
+        cdef int64_t mpm = check_tokens(messages_per_minute, "messages_per_minute")
+        cdef int64_t bpm = check_tokens(bytes_per_minute, "bytes_per_minute")
+        cdef int64_t extra = check_tokens(burst, "burst")
         if mpm + extra > WSGW_MAX_TOKENS:
             raise ValueError("messages_per_minute + burst must be at most 2**62")
         self.burst = extra
@@ -143,7 +134,7 @@ cdef class Limit:
         self.s.byte_full = <wsgw_i128>bpm * WSGW_UNITS
         self.s.msg_level = self.s.msg_full
         self.s.byte_level = self.s.byte_full
-        self.s.last = _int64(time.monotonic_ns() if now_ns is None else now_ns)
+        self.s.last = as_int64(time.monotonic_ns() if now_ns is None else now_ns)
         self.s.leased = False
         self.s.starved = False
         self.s.consumed_messages = 0
@@ -197,7 +188,7 @@ cdef class Limit:
 
     def set_leased(self, leased, now_ns=None):
         """Switch mode (no change if already in it); see gate_py.Limit.set_leased."""
-        cdef int64_t now = _int64(time.monotonic_ns() if now_ns is None else now_ns)
+        cdef int64_t now = as_int64(time.monotonic_ns() if now_ns is None else now_ns)
         cdef bint want = bool(leased)
         if want == self.s.leased:
             return
@@ -212,8 +203,8 @@ cdef class Limit:
 
     def grant(self, messages, bytes):
         """Add tokens, paying back debt first; see gate_py.Limit.grant."""
-        cdef wsgw_i128 m = <wsgw_i128>_tokens(messages, "messages") * WSGW_UNITS
-        cdef wsgw_i128 b = <wsgw_i128>_tokens(bytes, "bytes") * WSGW_UNITS
+        cdef wsgw_i128 m = <wsgw_i128>check_tokens(messages, "messages") * WSGW_UNITS
+        cdef wsgw_i128 b = <wsgw_i128>check_tokens(bytes, "bytes") * WSGW_UNITS
         cdef wsgw_i128 m_top = WSGW_LEVEL_CEIL if self.s.leased else self.s.msg_full
         cdef wsgw_i128 b_top = WSGW_LEVEL_CEIL if self.s.leased else self.s.byte_full
         if self.s.msg_rate:
@@ -240,14 +231,14 @@ cdef class Limit:
 
     def messages_available(self, now_ns):
         """Whole message tokens now (negative in debt); UNLIMITED when unlimited."""
-        _refill(&self.s, _int64(now_ns))
+        _refill(&self.s, as_int64(now_ns))
         if not self.s.msg_rate:
             return UNLIMITED
         return <int64_t>wsgw_floor_div(self.s.msg_level, WSGW_UNITS)
 
     def bytes_available(self, now_ns):
         """Whole byte tokens now (negative in debt); UNLIMITED when unlimited."""
-        _refill(&self.s, _int64(now_ns))
+        _refill(&self.s, as_int64(now_ns))
         if not self.s.byte_rate:
             return UNLIMITED
         return <int64_t>wsgw_floor_div(self.s.byte_level, WSGW_UNITS)
@@ -319,8 +310,8 @@ cdef class Gate:
 
     def admit(self, payload_len, now_ns):
         """The first frame of a data message: 0 or the refusing action (see gate_py)."""
-        return self.c_admit(_length(payload_len), _int64(now_ns))
+        return self.c_admit(_length(payload_len), as_int64(now_ns))
 
     def force(self, payload_len, now_ns):
         """A continuation frame of an admitted message: consume, into debt if needed."""
-        self.c_force(_length(payload_len), _int64(now_ns))
+        self.c_force(_length(payload_len), as_int64(now_ns))

@@ -319,81 +319,41 @@ def _targets(results: Results, args: argparse.Namespace) -> list[str]:
         met = value >= target if higher else value <= target
         return "met" if met else f"missed by {abs(value / target - 1):.0%}"
 
+    def target(
+        label: str,
+        goal: float,
+        value: float | None,
+        *,
+        higher: bool = True,
+        digits: int = 2,
+        unit: float = 1.0,
+    ) -> None:
+        """One row; `unit` divides goal and value for display (e.g. bytes shown in KiB)."""
+        fmt = f"{{:.{digits}f}}"
+        shown = None if value is None else value / unit
+        rows.append((label, fmt.format(goal / unit), _f(shown, fmt), verdict(value, goal, higher)))
+
     for sc in ("small", "latency"):
-        s = get(sc)
-        if s is not None:
-            rows.append(
-                (
-                    f"{sc}: wsgw ≥ 1.0 × nginx (rt/s)",
-                    "1.00",
-                    _f(s["x_nginx"], "{:.2f}"),
-                    verdict(s["x_nginx"], 1.0),
-                )
-            )
+        if (s := get(sc)) is not None:
+            target(f"{sc}: wsgw ≥ 1.0 × nginx (rt/s)", 1.0, s["x_nginx"])
     s, n = get("latency"), get("latency", "nginx")
     if s is not None and n is not None:
         rel = s["p99"] / n["p99"] if s["p99"] and n["p99"] else None
-        rows.append(
-            (
-                "latency: p99 ≤ 1.2 × nginx's",
-                "1.20",
-                _f(rel, "{:.2f}"),
-                verdict(rel, 1.2, higher=False),
-            )
-        )
-    s = get("bulk")
-    if s is not None:
-        rows.append(
-            (
-                "bulk: wsgw ≥ 0.60 × direct",
-                "0.60",
-                _f(s["x_direct"], "{:.2f}"),
-                verdict(s["x_direct"], 0.6),
-            )
-        )
-    s = get("connect")
-    if s is not None:
-        rows.append(
-            (
-                "connections/s (token checked): ≥ 0.70 × direct",
-                "0.70",
-                _f(s["x_direct"], "{:.2f}"),
-                verdict(s["x_direct"], 0.7),
-            )
-        )
+        target("latency: p99 ≤ 1.2 × nginx's", 1.2, rel, higher=False)
+    if (s := get("bulk")) is not None:
+        target("bulk: wsgw ≥ 0.60 × direct", 0.6, s["x_direct"])
+    if (s := get("connect")) is not None:
+        target("connections/s (token checked): ≥ 0.70 × direct", 0.7, s["x_direct"])
     for sc in ("latency", "small", "bulk", "connect"):
-        s = get(sc)
-        if s is not None:
-            rows.append(
-                (
-                    f"{sc}: ≥ 3 × websockets-proxy",
-                    "3.00",
-                    _f(s["x_wsproxy"], "{:.2f}"),
-                    verdict(s["x_wsproxy"], 3.0),
-                )
-            )
-    for sc, target in CPU_TARGET_US.items():
-        s = get(sc)
-        if s is not None:
-            rows.append(
-                (
-                    f"{sc}: proxy CPU ≤ {target} µs per round trip",
-                    f"{target}",
-                    _f(s["cpu_us"], "{:.1f}"),
-                    verdict(s["cpu_us"], target, higher=False),
-                )
-            )
-    s = get("idle")
-    if s is not None:
-        per = s["bytes_per_conn"]
-        rows.append(
-            (
-                "idle: ≤ 16 KiB per relayed connection",
-                "16.0",
-                _f(per / 1024 if per is not None else None, "{:.1f}"),
-                verdict(per, IDLE_TARGET_BYTES, higher=False),
-            )
-        )
+        if (s := get(sc)) is not None:
+            target(f"{sc}: ≥ 3 × websockets-proxy", 3.0, s["x_wsproxy"])
+    for sc, cpu_target in CPU_TARGET_US.items():
+        if (s := get(sc)) is not None:
+            label = f"{sc}: proxy CPU ≤ {cpu_target} µs per round trip"
+            target(label, cpu_target, s["cpu_us"], higher=False, digits=1)
+    if (s := get("idle")) is not None:
+        label = "idle: ≤ 16 KiB per relayed connection"
+        target(label, IDLE_TARGET_BYTES, s["bytes_per_conn"], higher=False, digits=1, unit=1024)
     if not rows:
         return []
     out = [

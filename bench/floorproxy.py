@@ -9,6 +9,10 @@ then copy bytes both ways, untouched (no frame parsing, no re-masking, no token,
 subscription, no limits, no counting), and close each side when the other closes.
 Not a WebSocket proxy anyone should run: it is the cost of asyncio protocols on uvloop for
 two TCP connections, which is what the gateway's own figures should be read against.
+
+Like the gateway, it forwards the client's Sec-WebSocket-Extensions offer to the backend and
+the backend's answer to the client (the compressed scenarios need permessage-deflate end to
+end); it does not look at them.
 """
 
 from __future__ import annotations
@@ -29,9 +33,26 @@ BACKEND_REQUEST = (
     b"GET /echo HTTP/1.1\r\nHost: backend\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
+EXTENSIONS = b"sec-websocket-extensions"
 
 
-def switching_protocols(request: bytes) -> bytes:
+def extension_lines(head: bytes) -> bytes:
+    """The Sec-WebSocket-Extensions header lines of an HTTP head, each ending in CRLF."""
+    if EXTENSIONS not in head.lower():  # the common case: one scan, no split
+        return b""
+    return b"".join(
+        line + b"\r\n"
+        for line in head.split(b"\r\n")
+        if line.partition(b":")[0].strip().lower() == EXTENSIONS
+    )
+
+
+def backend_request(client_head: bytes) -> bytes:
+    offer = extension_lines(client_head)
+    return BACKEND_REQUEST[:-2] + offer + b"\r\n" if offer else BACKEND_REQUEST
+
+
+def switching_protocols(request: bytes, backend_head: bytes = b"") -> bytes:
     key = b""
     for line in request.split(b"\r\n"):
         name, _, value = line.partition(b":")
@@ -40,7 +61,7 @@ def switching_protocols(request: bytes) -> bytes:
     accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extension_lines(backend_head) + b"\r\n"
     )
 
 
@@ -53,7 +74,7 @@ class BackendSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.write(BACKEND_REQUEST)  # type: ignore[attr-defined]
+        transport.write(backend_request(self.client.head))  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         if self.open:
@@ -63,7 +84,7 @@ class BackendSide(asyncio.Protocol):
         end = self.head.find(b"\r\n\r\n")
         if end >= 0:
             self.open = True
-            self.client.backend_ready(self.head[end + 4 :])
+            self.client.backend_ready(self.head[: end + 4], self.head[end + 4 :])
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client.transport is not None:
@@ -93,6 +114,7 @@ class ClientSide(asyncio.Protocol):
         end = self.head.find(b"\r\n\r\n")
         if end >= 0:
             self.early = self.head[end + 4 :]
+            self.head = self.head[: end + 4]
             self.backend = BackendSide(self)
             asyncio.get_running_loop().create_task(self.connect())
 
@@ -104,9 +126,9 @@ class ClientSide(asyncio.Protocol):
         except OSError:
             self.transport.close()  # type: ignore[union-attr]
 
-    def backend_ready(self, early_from_backend: bytes) -> None:
+    def backend_ready(self, backend_head: bytes, early_from_backend: bytes) -> None:
         assert self.transport is not None and self.backend is not None
-        self.transport.write(switching_protocols(self.head))
+        self.transport.write(switching_protocols(self.head, backend_head))
         self.open = True
         if early_from_backend:
             self.transport.write(early_from_backend)

@@ -45,6 +45,7 @@ class Scenario:
     size: int
     title: str
     unit: str  # what one counted operation is
+    deflate: bool = False  # permessage-deflate end to end, compressed text (loadgen --deflate)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -53,6 +54,26 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("latency", "echo", 1, 1, 32, "latency: 1 connection, 1 in flight, 32 B", "rt"),
         Scenario("small", "echo", 64, 8, 32, "small: 64 connections × 8 in flight, 32 B", "rt"),
         Scenario("bulk", "echo", 16, 4, 16384, "bulk: 16 connections × 4 in flight, 16 KiB", "rt"),
+        Scenario(
+            "small-z",
+            "echo",
+            64,
+            8,
+            200,
+            "small-z: 64 connections × 8 in flight, ~200 B of JSON-like text, permessage-deflate",
+            "rt",
+            deflate=True,
+        ),
+        Scenario(
+            "bulk-z",
+            "echo",
+            16,
+            4,
+            16384,
+            "bulk-z: 16 connections × 4 in flight, ~16 KiB of JSON-like text, permessage-deflate",
+            "rt",
+            deflate=True,
+        ),
         Scenario(
             "connect",
             "cycle",
@@ -85,6 +106,23 @@ SETUP_NAMES = [
     "websockets-proxy",
     "uvloop-floor",
 ]
+
+
+# Setups that cannot relay the compressed scenarios as they are meant (the client's
+# compressed bytes to the backend and back, permessage-deflate negotiated end to end).
+NO_DEFLATE_PASSTHROUGH = {
+    "websockets-proxy": "relays messages, not frames: websockets inflates what it receives "
+    "and deflates what it sends with its own settings, and its extension API must clear RSV1 "
+    "on receipt, so a pass-through extension could not tell the other leg which messages were "
+    "compressed; with compression on, the backend would get other bytes than the client sent",
+    "aiohttp-proxy": "relays messages, not frames: aiohttp inflates on receipt and deflates on "
+    "send with its own settings, so the client's compressed bytes never reach the backend",
+}
+
+
+def deflate_unsupported(setup_name: str) -> str | None:
+    """Why this setup does not run the compressed scenarios, or None when it does."""
+    return NO_DEFLATE_PASSTHROUGH.get(setup_name)
 
 
 @dataclass
@@ -441,6 +479,8 @@ class Bench:
             "--backend-pid",
             str(self.backend_pid),
         ]
+        if scenario.deflate:
+            argv.append("--deflate")
         for header in setup.headers:
             argv += ["--header", header]
         watch = setup.pids

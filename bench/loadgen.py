@@ -7,6 +7,10 @@
 echo:  N connections each keep W binary messages of S bytes in flight; every echo is checked
        against what was sent (content and order: 8-byte sequence number + a per-connection
        random body), and a message never echoed by the end is an error.
+       With --deflate: permessage-deflate offered (no context takeover both ways) and every
+       message ~S bytes of JSON-like text, compressed and self-contained, sent with RSV1
+       (bench/zpayload.py composes them from precompressed pieces); the echo must come back
+       with the same compressed bytes and RSV1.
 cycle: N workers loop connect + handshake (+ token) + 1 echo + close handshake.
 idle:  opens N connections (1 echo each), holds them, and reads the RSS growth of the
        watched processes (the proxy) per connection.
@@ -28,11 +32,13 @@ import sys
 import time
 from array import array
 from collections import deque
+from collections.abc import Callable
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from procs import cpu_seconds, raise_nofile, rss_bytes  # noqa: E402
+from zpayload import Composer  # noqa: E402
 
 BINARY = WSMsgType.BINARY
 CLOSE = WSMsgType.CLOSE
@@ -40,12 +46,16 @@ CONNECT_CONCURRENCY = 128
 HANDSHAKE_TIMEOUT_S = 15.0
 ECHO_TIMEOUT_S = 10.0
 MAX_ERRORS_KEPT = 5
+# What the compressed scenarios offer: every message self-contained both ways (the load
+# generator deflates each message on its own, and compares echoes as bytes)
+DEFLATE_OFFER = "permessage-deflate; client_no_context_takeover; server_no_context_takeover"
 
 
 class Stats:
-    __slots__ = ("counting", "done", "latencies_ns", "errors", "error_count")
+    __slots__ = ("counting", "done", "latencies_ns", "errors", "error_count", "extension")
 
     def __init__(self) -> None:
+        self.extension: str | None = None  # the Sec-WebSocket-Extensions answer, if any
         self.counting = False
         self.done = 0
         self.latencies_ns = array("q")
@@ -69,6 +79,7 @@ class EchoConn(WSListener):
         self.expected: deque[tuple[int, bytes]] = deque()
         self.seq = 0
         self.sending = False
+        self.rsv1 = False  # what every echo's RSV1 must be
         self.transport: WSTransport | None = None
         self.echoed = asyncio.get_running_loop().create_future()  # the first echo is back
 
@@ -97,7 +108,7 @@ class EchoConn(WSListener):
             stats.error("an echo nobody asked for")
             return
         sent_at, payload = self.expected.popleft()
-        if not frame.fin or frame.get_payload_as_bytes() != payload:
+        if not frame.fin or frame.rsv1 != self.rsv1 or frame.get_payload_as_bytes() != payload:
             stats.error(f"echo differs from message (seq {int.from_bytes(payload[:8], 'little')})")
         elif stats.counting:
             stats.done += 1
@@ -108,8 +119,46 @@ class EchoConn(WSListener):
             self.send_one()
 
 
-def _factory(stats: Stats, size: int, inflight: int, rng: random.Random):  # noqa: ANN202
-    return lambda: EchoConn(stats, size, inflight, rng)
+class DeflateEchoConn(EchoConn):
+    """EchoConn with compressed messages (RSV1), composed by the shared `Composer`."""
+
+    def __init__(self, stats: Stats, inflight: int, composer: Composer, conn_id: int) -> None:
+        super().__init__(stats, 8, inflight, composer.rng)
+        self.composer = composer
+        self.conn_id = conn_id
+        self.rsv1 = True
+        self.raw_bytes = 0  # summed over the messages sent, for the report
+        self.wire_bytes = 0
+
+    def send_one(self) -> None:
+        self.seq += 1
+        payload, raw_len = self.composer.compose(self.seq, self.conn_id)
+        self.raw_bytes += raw_len
+        self.wire_bytes += len(payload)
+        self.expected.append((time.perf_counter_ns(), payload))
+        assert self.transport is not None
+        self.transport.send(BINARY, payload, rsv1=True)
+
+
+def _factory(
+    stats: Stats, size: int, inflight: int, rng: random.Random, composer: Composer | None
+) -> Callable[[], EchoConn]:
+    if composer is None:
+        return lambda: EchoConn(stats, size, inflight, rng)
+    ids = iter(range(1, 1 << 30))
+    return lambda: DeflateEchoConn(stats, inflight, composer, next(ids))
+
+
+def check_deflate_answer(answer: str | None) -> str | None:
+    """Why the server's Sec-WebSocket-Extensions answer does not fit what we send, or None.
+    Our messages are deflated with a 32 KiB window: a smaller client window is refused."""
+    if not answer or answer.split(";")[0].strip().lower() != "permessage-deflate":
+        return f"permessage-deflate not negotiated (answer: {answer!r})"
+    for param in answer.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "client_max_window_bits" and value.strip(' "') != "15":
+            return f"the server limits our window ({answer!r}); we deflate with 15 bits"
+    return None
 
 
 async def open_conns(
@@ -118,13 +167,19 @@ async def open_conns(
     """n connections, CONNECT_CONCURRENCY handshakes at a time, each with one verified echo."""
     rng = random.Random(os.getpid())
     headers = dict(h.split(": ", 1) for h in args.header)
+    composer = None
+    if args.deflate:
+        headers["Sec-WebSocket-Extensions"] = DEFLATE_OFFER
+        composer = Composer(args.size, rng)
+        composer.self_check()
+    factory = _factory(stats, args.size, inflight, rng, composer)
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
     conns: list[EchoConn] = []
 
     async def one() -> None:
         async with sem:
-            _, listener = await ws_connect(
-                _factory(stats, args.size, inflight, rng),
+            transport, listener = await ws_connect(
+                factory,
                 args.url,
                 extra_headers=headers,
                 websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
@@ -133,6 +188,13 @@ async def open_conns(
             )
             if not isinstance(listener, EchoConn):  # None when the peer hung up at once
                 raise ConnectionError("connection closed right after the handshake")
+            if args.deflate:
+                answer = transport.response.headers.get("Sec-WebSocket-Extensions")
+                stats.extension = answer
+                why = check_deflate_answer(answer)
+                if why is not None:
+                    transport.disconnect(graceful=False)
+                    raise ConnectionError(why)
             conn = listener
             conns.append(conn)
             conn.send_one()  # one echo proves the relay path works before timing starts
@@ -223,7 +285,14 @@ async def run_echo(args: argparse.Namespace, stats: Stats) -> dict[str, object]:
     if lost:
         stats.error(f"{lost} messages never echoed")
     await close_conns(conns, 5.0)
-    return {**window.report(stats), "sent": sum(c.seq for c in conns)}
+    result = {**window.report(stats), "sent": sum(c.seq for c in conns)}
+    deflated = [c for c in conns if isinstance(c, DeflateEchoConn)]
+    if deflated and result["sent"]:
+        sent = int(result["sent"])  # type: ignore[call-overload]
+        result["raw_bytes"] = sum(c.raw_bytes for c in deflated) / sent
+        result["wire_bytes"] = sum(c.wire_bytes for c in deflated) / sent
+        result["extension"] = stats.extension
+    return result
 
 
 class CycleConn(WSListener):
@@ -316,6 +385,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--conns", type=int, default=1)
     p.add_argument("--inflight", type=int, default=1)
     p.add_argument("--size", type=int, default=32)
+    p.add_argument(
+        "--deflate",
+        action="store_true",
+        help="echo mode: permessage-deflate, ~SIZE bytes of text per message, compressed",
+    )
     p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--watch-pid", type=int, action="append", default=[], help="the proxy")
@@ -324,6 +398,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size < 8:
         p.error("--size must be >= 8 (the sequence number)")
+    if args.deflate and args.mode != "echo":
+        p.error("--deflate is for the echo mode")
     return args
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import LOADGEN, SCENARIOS, SETUP_NAMES, Bench  # noqa: E402
+from harness import LOADGEN, SCENARIOS, SETUP_NAMES, Bench, deflate_unsupported  # noqa: E402
 from procs import raise_nofile  # noqa: E402
 
 
@@ -169,6 +169,9 @@ def main() -> int:
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--svg", type=Path, help="also write a py-spy flame graph here")
     args = p.parse_args()
+    why = deflate_unsupported(args.setup) if SCENARIOS[args.scenario].deflate else None
+    if why is not None:
+        p.error(f"{args.setup} does not run {args.scenario}: {why}")
     python_setup = args.setup != "nginx"
     if python_setup and shutil.which("py-spy") is None:
         print("py-spy not found: pip install py-spy", file=sys.stderr)
@@ -186,6 +189,8 @@ def main() -> int:
         argv += ["--conns", str(scenario.conns), "--inflight", str(scenario.inflight)]
         argv += ["--size", str(scenario.size), "--warmup", "1", "--duration", str(load_s)]
         argv += ["--hard-timeout", str(load_s + 60)]
+        if scenario.deflate:
+            argv.append("--deflate")
         for pid in setup.pids:
             argv += ["--watch-pid", str(pid)]
         for header in setup.headers:

@@ -30,6 +30,7 @@ from harness import (  # noqa: E402
     SETUP_NAMES,
     Bench,
     Scenario,
+    deflate_unsupported,
     machine_summary,
 )
 from procs import load_average, raise_nofile  # noqa: E402
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, object]]:
             order = active[shift:] + active[:shift]  # ABC, BCA, CAB: no setup always first
             for scenario in timed:
                 for name in order:
+                    if scenario.deflate and deflate_unsupported(name):
+                        continue  # said in the report, under the scenario's table
                     _cell(bench, args, results, rnd, scenario, name)
             if idle is not None and rnd < args.idle_rounds:
                 for name in order:
@@ -137,6 +140,8 @@ def _cell(
         what = f"{res['bytes_per_conn'] / 1024:.1f} KiB/conn over {res['connections']} conns"
     else:
         what = f"{res['per_s']:.0f}/s p99 {res['p99_us']:.0f} µs"
+        if "wire_bytes" in res:
+            what += f", {res['raw_bytes']:.0f} B text as {res['wire_bytes']:.0f} B deflated"
     print(f"[round {rnd + 1}/{args.rounds}] {scenario.name:8} {name:17} {what}", file=sys.stderr)
 
 
@@ -244,7 +249,12 @@ def render(results: Results, meta: dict, args: argparse.Namespace) -> str:
             f"proxy CPU µs/{sc.unit} | busy | spread | checks |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
+        not_run: list[str] = []
         for setup in setups:
+            if sc.deflate and (why := deflate_unsupported(setup)):
+                lines.append(f"| {setup} | not run |  |  |  |  |  |  |  |  | see below |")
+                not_run.append(f"- `{setup}` not run: {why}.")
+                continue
             s = summarize(results, sc_name, setup)
             rows = results.get((sc_name, setup), [])
             if s is None:
@@ -262,6 +272,8 @@ def render(results: Results, meta: dict, args: argparse.Namespace) -> str:
                 f"{_f(s['busy'], '{:.0%}')} | {_f(s['spread'], '{:.0%}')}{flag} | {checks} |"
             )
         lines.append("")
+        if sc.deflate:
+            lines += [*_deflate_notes(results, sc_name, setups), *not_run, ""]
     if "idle" in args.scenarios:
         lines += [
             f"## idle capacity: {args.idle_conns} idle connections, proxy RSS growth",
@@ -290,6 +302,29 @@ def render(results: Results, meta: dict, args: argparse.Namespace) -> str:
         ]
     lines += _targets(results, args)
     return "\n".join(lines)
+
+
+def _deflate_notes(results: Results, scenario: str, setups: list[str]) -> list[str]:
+    """What a compressed scenario's messages were, and what each setup's 101 answered."""
+    rows = [r for setup in setups for r in _ok(results.get((scenario, setup), []))]
+    raw = _median([r.get("raw_bytes") for r in rows])
+    wire = _median([r.get("wire_bytes") for r in rows])
+    out = []
+    if raw and wire:
+        out.append(
+            f"Messages: {raw:.0f} B of text, {wire:.0f} B deflated on the wire "
+            f"({raw / wire:.2f}× smaller; means over the messages sent, median over cells). "
+            "The offer: `permessage-deflate; client_no_context_takeover; "
+            "server_no_context_takeover`; every echo carried the same compressed bytes and RSV1."
+        )
+    answers: dict[str, list[str]] = defaultdict(list)
+    for setup in setups:
+        seen = {r.get("extension") for r in _ok(results.get((scenario, setup), []))}
+        for answer in sorted(a for a in seen if a):
+            answers[answer].append(setup)
+    for answer, who in answers.items():
+        out.append(f"- answer `{answer}`: {', '.join(who)}")
+    return out
 
 
 def _checks(rows: list[dict]) -> str:

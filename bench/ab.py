@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios",
         nargs="+",
         default=["small", "bulk"],
-        choices=["latency", "small", "bulk", "connect"],
+        choices=["latency", "small", "bulk", "connect", "small-z", "bulk-z"],
     )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=float, default=0.5)

@@ -3,7 +3,9 @@
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CORE_MODULES = ("frames", "mask", "bucket", "gate", "legs")
+CORE_MODULES = ("frames", "mask", "bucket", "gate", "legs", "inflate")
+# The inflate meter calls zlib's C API (zlib1g-dev: the same zlib CPython links).
+LIBRARIES = {"inflate": ["z"]}
 
 DIRECTIVES = {
     "language_level": 3,
@@ -19,6 +21,7 @@ extensions = [
         f"wsgw._core.{name}",
         [f"wsgw/_core/{name}.pyx"],
         extra_compile_args=["-O3"],
+        libraries=LIBRARIES.get(name, []),
     )
     for name in CORE_MODULES
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import zlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -86,6 +87,15 @@ def client_frame(opcode: int, payload: bytes = b"", **kw: Any) -> bytes:
     return frame(opcode, payload, key=b"\x11\x22\x33\x44", **kw)
 
 
+def deflated(message: bytes, compressor: Any = None) -> bytes:
+    """``message`` as a permessage-deflate payload (RFC 7692 §7.2.1): raw DEFLATE, sync
+    flush, the trailing 00 00 ff ff removed. A fresh compressor (no context) by default."""
+    c = compressor or zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    data = c.compress(message) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
 def decode_stream(out: bytes) -> list[tuple[bytes, bytes | None, bytes]]:
     """Split relay output into (header without key, key, unmasked payload) per frame.
 
@@ -144,6 +154,8 @@ def counters(relay: Any) -> tuple[Any, ...]:
         relay.close_reason,
         relay.error_code,
         relay.error_reason,
+        relay.compressed_messages,
+        relay.compressed_bytes,
     )
 
 

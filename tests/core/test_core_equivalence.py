@@ -15,6 +15,7 @@ from .core_support import (
     PURE,
     Impl,
     counters,
+    deflated,
     feed,
     frame,
     header,
@@ -31,9 +32,11 @@ KEYS = st.binary(min_size=4, max_size=4)
 @st.composite
 def one_frame(draw: st.DrawFn, client: bool) -> bytes:
     """A frame that is usually valid and sometimes broken in one way or another."""
-    kind = draw(st.sampled_from(["frame"] * 12 + ["huge", "garbage"]))
+    kind = draw(st.sampled_from(["frame"] * 12 + ["huge", "garbage", "deflated"]))
     if kind == "garbage":
         return draw(st.binary(max_size=16))
+    if kind == "deflated":  # a valid compressed message, whole or in two fragments
+        return deflated_message(draw, client)
     opcode = draw(st.one_of(st.sampled_from([0, 1, 2, 8, 9, 10]), st.integers(0, 15)))
     fin = draw(st.sampled_from([True, True, False]))
     rsv = draw(st.sampled_from([0, 0, 0, 0, 4, 2, 1]))
@@ -52,6 +55,20 @@ def one_frame(draw: st.DrawFn, client: bool) -> bytes:
     if encoding == 16 and length > 0xFFFF:
         encoding = 64
     return header(opcode, length, fin=fin, rsv=rsv, key=key, encoding=encoding) + body
+
+
+def deflated_message(draw: st.DrawFn, client: bool) -> bytes:
+    # Repeats make it inflate to several times its size (the size limits come into play).
+    text = draw(st.binary(max_size=40)) * draw(st.integers(1, 30))
+    payload = deflated(text)
+    cut = draw(st.integers(0, len(payload)))
+    key = draw(KEYS) if client else None
+    opcode = draw(st.sampled_from([1, 2]))
+    if cut == len(payload):
+        return frame(opcode, payload, rsv=4, key=key)
+    return frame(opcode, payload[:cut], fin=False, rsv=4, key=key) + frame(
+        0, payload[cut:], key=key
+    )
 
 
 @st.composite
@@ -77,7 +94,16 @@ def run_relay(impl: Impl, case: dict[str, Any], chunks: list[bytes]) -> dict[str
         max_message_bytes=case["max_message_bytes"],
     )
     events, out, sizes = feed(relay, chunks)
-    return {"events": events, "out": out, "sizes": sizes, "counters": counters(relay)}
+    return {
+        "events": events,
+        "out": out,
+        "sizes": sizes,
+        "counters": counters(relay),
+        # The inflate meter refused a payload: the output stops inside the frame.
+        "meter_refused": bool(events) and events[-1] == impl.frames.ERROR and relay.in_frame,
+        # Where a refusal stops inflating depends on the cuts; a whole message's size not.
+        "inflated": None if relay.in_frame else relay.inflated_bytes,
+    }
 
 
 @needs_compiled
@@ -90,6 +116,7 @@ def test_relay_compiled_equals_pure(case: dict[str, Any]) -> None:
     assert compiled["events"] == pure["events"]
     assert compiled["sizes"] == pure["sizes"]
     assert compiled["counters"] == pure["counters"]
+    assert compiled["inflated"] == pure["inflated"]
     if case["client"]:
         assert unmasked(compiled["out"]) == unmasked(pure["out"])
     else:
@@ -111,6 +138,16 @@ def test_relay_chunking_does_not_matter(impl: Impl, case: dict[str, Any]) -> Non
     assert chunked["events"] == whole["events"]
     assert len(whole["events"]) <= 1
     assert chunked["counters"] == whole["counters"]
+    if whole["meter_refused"]:
+        # Streamed: what a chunk before the refused one carried is already out. Nothing
+        # past it is, so the whole input's output is a prefix of the chunked one's.
+        assert chunked["meter_refused"]
+        whole_frames, chunked_frames = unmasked(whole["out"]), unmasked(chunked["out"])
+        assert [h for h, _ in chunked_frames] == [h for h, _ in whole_frames]
+        for (_, w), (_, c) in zip(whole_frames, chunked_frames, strict=True):
+            assert c.startswith(w)
+        return
+    assert chunked["inflated"] == whole["inflated"]
     assert unmasked(chunked["out"]) == unmasked(whole["out"])
     if case["client"]:
         assert len(chunked["out"]) == len(whole["out"])

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from .core_support import (
+    deflated,
     Impl,
     client_frame,
     counters,
@@ -394,10 +395,11 @@ def test_error_reasons_name_the_problem(impl: Impl) -> None:
 
 def test_rsv1_allowed_on_first_frame_of_a_message(impl: Impl) -> None:
     f = impl.frames
+    first, rest = deflated(b"ab")[:2], deflated(b"ab")[2:]
     wire = (
-        client_frame(1, b"a", fin=False, rsv=0b100)
-        + client_frame(0, b"b")
-        + client_frame(2, b"c", rsv=0b100)
+        client_frame(1, first, fin=False, rsv=0b100)
+        + client_frame(0, rest)
+        + client_frame(2, deflated(b"c"), rsv=0b100)
     )
     relay = f.FrameRelay(from_client=True, allow_rsv1=True)
     events, out, _ = feed(relay, [wire])
@@ -453,7 +455,7 @@ def test_non_minimal_lengths_are_accepted(impl: Impl) -> None:
 def test_counters(impl: Impl) -> None:
     f = impl.frames
     relay = f.FrameRelay(from_client=True)
-    assert counters(relay) == (0, 0, 0, False, 0, b"", 0, "")
+    assert counters(relay) == (0, 0, 0, False, 0, b"", 0, "", 0, 0)
     feed(relay, [mixed_stream(True)])
     assert relay.data_frames == 5
     assert relay.data_bytes == len("héllo".encode()) + 300 + 70000 + 5 + 126

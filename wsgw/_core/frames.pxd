@@ -3,6 +3,7 @@ from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from wsgw._core.gate cimport Gate
+from wsgw._core.inflate cimport InflateMeter
 
 cdef enum:
     MAX_HEADER = 14
@@ -43,6 +44,8 @@ cdef class FrameRelay:
     cdef readonly bint from_client
     cdef readonly bint allow_rsv1
     cdef readonly uint64_t max_message_bytes
+    cdef readonly bint self_contained          # compressed messages may not refer back
+    cdef readonly int64_t max_control_per_second   # pings + pongs; 0 = no limit
 
     cdef int _state
     cdef unsigned char _hbuf[MAX_RETAINED + 1]   # partial header, or control frame so far
@@ -53,6 +56,18 @@ cdef class FrameRelay:
     cdef Py_ssize_t _phase             # payload offset mod 4 of the next streamed byte
     cdef bint _fragmented
     cdef uint64_t _message_bytes
+
+    # permessage-deflate: the compressed message in flight is measured as it streams.
+    cdef InflateMeter _meter           # None between compressed messages
+    cdef uint32_t _ckey                # client direction: the peer's key of the frame
+    cdef bint _final                   # the frame being streamed ends its message
+    cdef readonly uint64_t compressed_messages
+    cdef readonly uint64_t compressed_bytes    # their payload bytes as sent
+    cdef readonly uint64_t inflated_bytes      # and once inflated
+
+    # Control frames (ping, pong): a bucket of one second's worth, in ns x tokens.
+    cdef int64_t _ctl_level
+    cdef int64_t _ctl_last
 
     # Pending output: an owned bytes object of exactly _out_len bytes (refcount 1, so it
     # can be grown in place), or the caller's own input passed through (_out_shared).
@@ -88,6 +103,9 @@ cdef class FrameRelay:
     cdef int _check(self, FrameHead* h) noexcept nogil
     cdef int _admit(self, FrameHead* h, int64_t* now, bint* have_now) noexcept nogil
     cdef int _fail(self, int err) except -1
+    cdef int _meter_payload(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t phase,
+                            bint last) except -1
+    cdef bint _control_allowed(self, int64_t now) noexcept nogil
     cdef Py_ssize_t _emit_control(self, const unsigned char* frame, FrameHead* h,
                                   unsigned char* dst) except -1
     cdef unsigned char* _reserve(self, Py_ssize_t extra) except NULL

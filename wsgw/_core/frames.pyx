@@ -16,6 +16,14 @@ from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from wsgw._core.gate cimport Gate
+from wsgw._core.inflate cimport (
+    METER_OK,
+    METER_REFERS_BACK,
+    METER_TOO_BIG,
+    InflateMeter,
+    acquire_meter,
+    release_meter,
+)
 from wsgw._core.mask cimport fresh_key, xor_mask
 
 from wsgw._core.mask import random_key
@@ -63,6 +71,10 @@ cdef enum:
     _E_NEW_MESSAGE
     _E_RSV1
     _E_TOO_BIG
+    _E_INFLATED_TOO_BIG
+    _E_INFLATE
+    _E_REFERS_BACK
+    _E_CONTROL_RATE
 
 _ERRORS = (
     None,
@@ -80,7 +92,16 @@ _ERRORS = (
     (1002, "new message inside a fragmented message"),
     (1002, "RSV1 set without an extension"),
     (1009, "message too big"),
+    (1009, "message too big once inflated"),
+    (1007, "invalid compressed data"),
+    (1002, "compressed message refers to an earlier message (no context takeover agreed)"),
+    (1008, "too many control frames"),
 )
+
+cdef enum:
+    _SECOND_NS = 1000000000
+    _MAX_CONTROL_RATE = 1000000
+    _PLAIN_SLICE = 16384   # client direction: payload unmasked for the meter in slices
 
 _UNSENDABLE_CODES = frozenset((1005, 1006, 1015))
 _MAX_CLOSE_REASON = 123
@@ -262,12 +283,25 @@ cdef class FrameRelay:
     def __cinit__(self):
         self._out = NULL
 
-    def __init__(self, *, bint from_client, bint allow_rsv1=False, max_message_bytes=0):
+    def __init__(self, *, bint from_client, bint allow_rsv1=False, max_message_bytes=0,
+                 bint self_contained=False, max_control_per_second=0):
         if max_message_bytes < 0:
             raise ValueError("max_message_bytes must be >= 0 (0 = no limit)")
+        if not 0 <= max_control_per_second <= _MAX_CONTROL_RATE:
+            raise ValueError("max_control_per_second must be in 0..1000000 (0 = no limit)")
         self.from_client = from_client
         self.allow_rsv1 = allow_rsv1
         self.max_message_bytes = max_message_bytes
+        self.self_contained = self_contained
+        self.max_control_per_second = max_control_per_second
+        self._ctl_level = max_control_per_second * _SECOND_NS
+        self._ctl_last = 0
+        self._meter = None
+        self._ckey = 0
+        self._final = False
+        self.compressed_messages = 0
+        self.compressed_bytes = 0
+        self.inflated_bytes = 0
         self._state = _S_HEADER
         self._hlen = 0
         self._remaining = 0
@@ -450,6 +484,55 @@ cdef class FrameRelay:
         self.error_code, self.error_reason = _ERRORS[err]
         return 0
 
+    cdef int _meter_payload(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t phase,
+                            bint last) except -1:
+        """Measure n payload bytes of the compressed message in flight (unmasked first in
+        the client direction); with ``last`` the message ends here. Returns 0 or an index
+        into _ERRORS. The meter goes back to its pool when the message ends or fails."""
+        cdef unsigned char plain[_PLAIN_SLICE]
+        cdef InflateMeter meter = self._meter
+        cdef uint64_t before = meter.inflated
+        cdef Py_ssize_t i = 0, k
+        cdef int status = METER_OK
+        if self.from_client:
+            while i < n and status == METER_OK:
+                k = n - i if n - i < _PLAIN_SLICE else _PLAIN_SLICE
+                xor_mask(plain, p + i, k, self._ckey, (phase + i) & 3)
+                status = meter.c_feed(plain, k, self.max_message_bytes)
+                i += k
+        elif n:
+            status = meter.c_feed(p, n, self.max_message_bytes)
+        if status == METER_OK and last:
+            status = meter.c_finish(self.max_message_bytes)
+        self.inflated_bytes += meter.inflated - before
+        if last or status != METER_OK:
+            self._meter = None
+            release_meter(meter)
+        if status == METER_OK:
+            return 0
+        if status == METER_TOO_BIG:
+            return _E_INFLATED_TOO_BIG
+        if status == METER_REFERS_BACK:
+            return _E_REFERS_BACK
+        return _E_INFLATE
+
+    cdef bint _control_allowed(self, int64_t now) noexcept nogil:
+        """Take a token for a ping or pong: the bucket holds one second's worth."""
+        cdef int64_t rate = self.max_control_per_second
+        cdef int64_t elapsed
+        if now > self._ctl_last:
+            elapsed = now - self._ctl_last
+            if elapsed > _SECOND_NS:
+                elapsed = _SECOND_NS
+            self._ctl_level += elapsed * rate
+            if self._ctl_level > rate * _SECOND_NS:
+                self._ctl_level = rate * _SECOND_NS
+            self._ctl_last = now
+        if self._ctl_level < _SECOND_NS:
+            return False
+        self._ctl_level -= _SECOND_NS
+        return True
+
     cdef Py_ssize_t _emit_control(self, const unsigned char* frame, FrameHead* h,
                                   unsigned char* dst) except -1:
         """Forward a complete control frame to dst (client direction; NULL otherwise).
@@ -518,6 +601,13 @@ cdef class FrameRelay:
                 if avail == 0:
                     break
                 take = avail if <uint64_t>avail < self._remaining else <Py_ssize_t>self._remaining
+                if self._meter is not None:
+                    err = self._meter_payload(p + pos, take, self._phase,
+                                              self._final and <uint64_t>take == self._remaining)
+                    if err:
+                        self._fail(err)
+                        result = _ERROR  # inside the frame: in_frame stays true
+                        break
                 if client:
                     if o == NULL:
                         o = self._reserve(old_hlen + n)
@@ -605,6 +695,15 @@ cdef class FrameRelay:
                 break
 
             if h.opcode >= 8:
+                if self.max_control_per_second and h.opcode != 8:
+                    if not have_now:
+                        now = _monotonic_ns()
+                        have_now = True
+                    if not self._control_allowed(now):
+                        self._fail(_E_CONTROL_RATE)
+                        self._hlen = 0
+                        result = _ERROR
+                        break
                 if not from_hbuf and <uint64_t>(n - pos) >= h.length:
                     pos += <Py_ssize_t>h.length
                     if client and o == NULL:
@@ -660,6 +759,20 @@ cdef class FrameRelay:
                 if self._remaining:
                     state = _S_SKIP
                 continue
+            # permessage-deflate: the message is measured as its payload streams through.
+            if h.rsv1 and h.opcode != 0:
+                self._meter = acquire_meter(self.self_contained)
+                self.compressed_messages += 1
+            if self._meter is not None:
+                self.compressed_bytes += h.length
+                self._final = h.fin
+                if h.length == 0 and h.fin:  # the payload path will not see this frame
+                    err = self._meter_payload(p, 0, 0, True)
+                    if err:
+                        self._fail(err)
+                        self._fragmented = False
+                        result = _ERROR
+                        break
             self.data_frames += 1
             self.data_bytes += h.length
 
@@ -671,6 +784,7 @@ cdef class FrameRelay:
                 memcpy(o + w, frame, hl - 4)
                 memcpy(o + w + hl - 4, &key, 4)
                 w += hl
+                self._ckey = h.key
                 self._xkey = h.key ^ key
                 self._phase = 0
             end = pos
@@ -681,7 +795,8 @@ cdef class FrameRelay:
         self._state = state
         if result == _CLOSE or result == _ERROR:
             self.closed = True
-            self._state = _S_HEADER
+            if state != _S_PAYLOAD:
+                self._state = _S_HEADER
         if client:
             if o != NULL:
                 self._out_len += w

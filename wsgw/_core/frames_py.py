@@ -10,6 +10,17 @@ go from the client to the backend with a fresh key. Between calls it retains at 
 incomplete header (14 bytes) or an incomplete control frame (14 + 125 bytes), or, after
 THROTTLED, the unconsumed rest of the input.
 
+permessage-deflate (``allow_rsv1``): a compressed message (RSV1 on its first frame) is
+measured as it streams by an InflateMeter (inflate_py), which keeps nothing of it:
+``max_message_bytes`` then bounds its inflated size too (1009), invalid DEFLATE data is
+1007, and with ``self_contained`` (no context takeover was agreed) a reference into an
+earlier message is 1002. The meter runs as the payload streams through (so the outcome
+never depends on how the input is cut): such a refusal ends the output inside the frame
+(``in_frame`` stays true), and no byte past the limit goes out.
+
+Control frames: ``max_control_per_second`` limits pings and pongs (a bucket of one
+second's worth); past it, ERROR with 1008 before the frame goes out.
+
 Throttling (``set_gate``): the first frame of every data message asks the gate
 (``Gate.admit``); its continuation frames are counted with ``Gate.force`` (a message is
 never cut). Control frames never count and are never held back.
@@ -21,6 +32,10 @@ import time
 from dataclasses import dataclass
 
 from .gate_py import ACTION_DROP, Gate
+from .inflate_py import OK as METER_OK
+from .inflate_py import REFERS_BACK as METER_REFERS_BACK
+from .inflate_py import TOO_BIG as METER_TOO_BIG
+from .inflate_py import InflateMeter, acquire_meter, release_meter
 from .mask_py import apply_mask, fresh_key, random_key, xor_keys
 
 OP_CONT = 0
@@ -55,7 +70,12 @@ _V_DROP = 1
 _V_THROTTLE = 2
 
 _PROTOCOL_ERROR = 1002
+_INVALID_DATA = 1007
+_POLICY_VIOLATION = 1008
 _MESSAGE_TOO_BIG = 1009
+
+_SECOND_NS = 1_000_000_000
+_MAX_CONTROL_RATE = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,13 +235,41 @@ class FrameRelay:
         "_dropped_messages",
         "_dropped_frames",
         "_drop_scope",
+        "_self_contained",
+        "_max_control",
+        "_ctl_level",
+        "_ctl_last",
+        "_meter",
+        "_ckey",
+        "_final",
+        "_compressed_messages",
+        "_compressed_bytes",
+        "_inflated_bytes",
     )
 
     def __init__(
-        self, *, from_client: bool, allow_rsv1: bool = False, max_message_bytes: int = 0
+        self,
+        *,
+        from_client: bool,
+        allow_rsv1: bool = False,
+        max_message_bytes: int = 0,
+        self_contained: bool = False,
+        max_control_per_second: int = 0,
     ) -> None:
         if max_message_bytes < 0:
             raise ValueError("max_message_bytes must be >= 0 (0 = no limit)")
+        if not 0 <= max_control_per_second <= _MAX_CONTROL_RATE:
+            raise ValueError("max_control_per_second must be in 0..1000000 (0 = no limit)")
+        self._self_contained = bool(self_contained)
+        self._max_control = max_control_per_second
+        self._ctl_level = max_control_per_second * _SECOND_NS  # ns x tokens, one second's
+        self._ctl_last = 0
+        self._meter: InflateMeter | None = None  # the compressed message in flight
+        self._ckey = b"\0\0\0\0"  # client direction: the peer's key of the frame
+        self._final = False  # the frame being streamed ends its message
+        self._compressed_messages = 0
+        self._compressed_bytes = 0
+        self._inflated_bytes = 0
         self._from_client = bool(from_client)
         self._allow_rsv1 = bool(allow_rsv1)
         self._max_message = max_message_bytes
@@ -271,6 +319,11 @@ class FrameRelay:
     dropped_messages = property(lambda self: self._dropped_messages)
     dropped_frames = property(lambda self: self._dropped_frames)
     drop_scope = property(lambda self: self._drop_scope)
+    self_contained = property(lambda self: self._self_contained)
+    max_control_per_second = property(lambda self: self._max_control)
+    compressed_messages = property(lambda self: self._compressed_messages)
+    compressed_bytes = property(lambda self: self._compressed_bytes)
+    inflated_bytes = property(lambda self: self._inflated_bytes)
 
     @property
     def in_frame(self) -> bool:
@@ -348,6 +401,45 @@ class FrameRelay:
             if so_far + length > self._max_message:
                 return self._fail(_MESSAGE_TOO_BIG, "message too big")
         return NEED_DATA
+
+    def _meter_payload(self, payload: bytes | memoryview, phase: int, last: bool) -> int:
+        """Measure payload bytes of the compressed message in flight (unmasked first in the
+        client direction); with ``last`` the message ends here. NEED_DATA or ERROR."""
+        meter = self._meter
+        assert meter is not None
+        if self._from_client:
+            payload = apply_mask(payload, self._ckey, phase)
+        before = meter.inflated
+        limit = self._max_message
+        status = meter.feed(payload, limit)
+        if status == METER_OK and last:
+            status = meter.finish(limit)
+        self._inflated_bytes += meter.inflated - before
+        if last or status != METER_OK:
+            self._meter = None
+            release_meter(meter)
+        if status == METER_OK:
+            return NEED_DATA
+        if status == METER_TOO_BIG:
+            return self._fail(_MESSAGE_TOO_BIG, "message too big once inflated")
+        if status == METER_REFERS_BACK:
+            return self._fail(
+                _PROTOCOL_ERROR,
+                "compressed message refers to an earlier message (no context takeover agreed)",
+            )
+        return self._fail(_INVALID_DATA, "invalid compressed data")
+
+    def _control_allowed(self, now: int) -> bool:
+        """Take a token for a ping or pong: the bucket holds one second's worth."""
+        rate = self._max_control
+        if now > self._ctl_last:
+            elapsed = min(now - self._ctl_last, _SECOND_NS)
+            self._ctl_level = min(self._ctl_level + elapsed * rate, rate * _SECOND_NS)
+            self._ctl_last = now
+        if self._ctl_level < _SECOND_NS:
+            return False
+        self._ctl_level -= _SECOND_NS
+        return True
 
     def _admit(self, h: FrameHeader, clock: list[int]) -> int:
         """The gate's verdict on a data frame that passed _check.
@@ -437,6 +529,11 @@ class FrameRelay:
                 if not avail:
                     break
                 take = min(self._remaining, avail)
+                if self._meter is not None:
+                    last = self._final and take == self._remaining
+                    if self._meter_payload(mv[pos : pos + take], self._phase, last) == ERROR:
+                        result = ERROR  # inside the frame: in_frame stays true
+                        break
                 if client:
                     out += apply_mask(mv[pos : pos + take], self._xkey, self._phase)
                     self._phase = (self._phase + take) & 3
@@ -509,6 +606,14 @@ class FrameRelay:
                 result = ERROR
                 break
             if h.opcode >= OP_CLOSE:
+                if self._max_control and h.opcode != OP_CLOSE:
+                    if not clock:
+                        clock.append(time.monotonic_ns())
+                    if not self._control_allowed(clock[0]):
+                        self._fail(_POLICY_VIOLATION, "too many control frames")
+                        hbuf.clear()
+                        result = ERROR
+                        break
                 if not from_hbuf and n - pos >= h.payload_length:
                     pos += h.payload_length
                     result = self._emit_control(mv[frame_start:pos], h)
@@ -558,6 +663,19 @@ class FrameRelay:
                 if self._remaining:
                     self._state = _S_SKIP
                 continue
+            # permessage-deflate: the message is measured as its payload streams through.
+            if h.rsv1 and h.opcode != OP_CONT:
+                self._meter = acquire_meter(self._self_contained)
+                self._compressed_messages += 1
+            if self._meter is not None:
+                self._compressed_bytes += h.payload_length
+                self._final = h.fin
+                if h.payload_length == 0 and h.fin:  # the payload path will not see it
+                    if self._meter_payload(b"", 0, True) == ERROR:
+                        hbuf.clear()
+                        self._fragmented = False
+                        result = ERROR
+                        break
             self._data_frames += 1
             self._data_bytes += h.payload_length
             # forward the header now, then stream the payload
@@ -568,6 +686,7 @@ class FrameRelay:
                 key = fresh_key(h.mask_key)
                 out += head[: hl - 4]
                 out += key
+                self._ckey = h.mask_key
                 self._xkey = xor_keys(h.mask_key, key)
                 self._phase = 0
             end = pos
@@ -576,7 +695,8 @@ class FrameRelay:
                 self._state = _S_PAYLOAD
         if result in (CLOSE, ERROR):
             self._closed = True
-            self._state = _S_HEADER
+            if self._state != _S_PAYLOAD:
+                self._state = _S_HEADER
         if emitted and not client:
             if (
                 not out

@@ -7,11 +7,11 @@ import random
 import pytest
 
 from .core_support import (
-    deflated,
     Impl,
     client_frame,
     counters,
     decode_stream,
+    deflated,
     feed,
     frame,
     header,

@@ -150,7 +150,9 @@ async def test_shape_is_lossless_and_pushes_back(make_gateway: GatewayFactory) -
 
 async def test_bandwidth_limit_with_bursts_of_frames(make_gateway: GatewayFactory) -> None:
     env = await make_gateway(
-        edit=with_tier("Thin", {"bytes_per_minute": 2000, "on_limit": "drop"}),
+        edit=with_tier(
+            "Thin", {"bytes_per_minute": 2000, "on_limit": "drop", "backend_on_limit": "drop"}
+        ),
         subscribe_to=("EchoWebSocket", "1.0", "Thin"),
     )
     payload = b"x" * 300

@@ -670,12 +670,13 @@ class FrameRelay:
             if self._meter is not None:
                 self._compressed_bytes += h.payload_length
                 self._final = h.fin
-                if h.payload_length == 0 and h.fin:  # the payload path will not see it
-                    if self._meter_payload(b"", 0, True) == ERROR:
-                        hbuf.clear()
-                        self._fragmented = False
-                        result = ERROR
-                        break
+                # An empty last frame: the payload path will not see it.
+                empty_end = h.payload_length == 0 and h.fin
+                if empty_end and self._meter_payload(b"", 0, True) == ERROR:
+                    hbuf.clear()
+                    self._fragmented = False
+                    result = ERROR
+                    break
             self._data_frames += 1
             self._data_bytes += h.payload_length
             # forward the header now, then stream the payload

@@ -80,6 +80,7 @@ PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
+ControlRate = Annotated[int, Meta(ge=0, le=1_000_000, description="per second; 0: no limit")]
 ConsumerKey = Annotated[str, Meta(pattern=CONSUMER_KEY_RE)]
 Sha256Hex = Annotated[str, Meta(pattern=SHA256_HEX_RE)]
 
@@ -135,6 +136,9 @@ class Gateway(Base, frozen=True, kw_only=True):
     admin_listen: HostPort = "127.0.0.1:9901"
     subscriptions_file: FilePath = "subscriptions.yaml"
     max_message_bytes: PositiveInt = 1048576
+    max_backend_message_bytes: PositiveInt = 16777216
+    # Pings and pongs a client may send per second (a bucket of one second's worth); 0: any.
+    max_pings_per_second: ControlRate = 100
     idle_timeout_s: PositiveFloat = 600
     backend_handshake_timeout_s: PositiveFloat = 10
     close_timeout_s: PositiveFloat = 5
@@ -177,7 +181,18 @@ class Tier(Base, frozen=True, kw_only=True):
     max_connections: PositiveInt | None = None
     max_connection_duration_s: PositiveFloat | None = None
     burst: NonNegativeInt = 0
+    # Which direction's messages take tokens; `both` (WSO2's way) shares one budget.
+    count: Literal["both", "client", "backend"] = "both"
+    # What an exhausted limit does to a client's message, and to a backend's: the backend's
+    # work is never thrown away unless the tier says so.
     on_limit: Literal["drop", "close", "shape"] = "drop"
+    backend_on_limit: Literal["drop", "close", "shape"] = "shape"
+
+    def counts(self, from_client: bool) -> bool:
+        return self.count == "both" or self.count == ("client" if from_client else "backend")
+
+    def action(self, from_client: bool) -> str:
+        return self.on_limit if from_client else self.backend_on_limit
 
 
 class Analytics(Base, frozen=True, kw_only=True):

@@ -35,6 +35,7 @@ class LimitEnforcement:
     client_close_sent: bool
     client_gone: bool
     drops_seen: int  # dropped messages both ways, as last counted
+    _notice_retry_ns: int  # when the latest dropping limit has tokens again
     _c2b_drops: int
     notice_pending: bool
     transport: asyncio.Transport | None
@@ -65,6 +66,7 @@ class LimitEnforcement:
                 delta = relay.dropped_messages - seen
                 scope = self._scope(relay.drop_scope)
                 self.gw.telemetry.throttled(self.record, scope, "drop", delta)
+                self._notice_retry_ns = relay.retry_after_ns
         self._c2b_drops = c2b.dropped_messages
         self.drops_seen = c2b.dropped_messages + b2c.dropped_messages
         self.notice_pending = True
@@ -76,8 +78,7 @@ class LimitEnforcement:
         if self.client_close_sent or self.client_gone or b2c is None or b2c.in_message:
             return
         self.notice_pending = False
-        gate = self.admission.gate if self.admission else None
-        retry_after_s = round(gate.retry_after_ns / 1e9, 3) if gate is not None else 1.0
+        retry_after_s = round(self._notice_retry_ns / 1e9, 3)
         notice = orjson.dumps(
             {
                 "code": THROTTLED_OUT,

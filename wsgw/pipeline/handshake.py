@@ -13,6 +13,12 @@ from dataclasses import dataclass
 
 from wsgw.errors import BadGateway, BadRequest, UpgradeRequired
 from wsgw.http import Headers, Request, Response, accept_key, render_response
+from wsgw.pipeline.compression import (
+    AS_NEGOTIATED,
+    SelfContained,
+    answer_for_client,
+    offers_for_backend,
+)
 from wsgw.pipeline.route import Backend
 
 # The one extension whose wire effects (RSV1 on a message's first frame) the relay checks.
@@ -32,8 +38,9 @@ class ClientOffer:
 @dataclass(frozen=True, slots=True)
 class BackendAnswer:
     subprotocol: str | None
-    extensions: str | None
+    extensions: str | None  # as the client gets it
     permessage_deflate: bool
+    self_contained: SelfContained  # what the relay checks of the compressed messages
 
 
 def check_client_upgrade(request: Request) -> ClientOffer:
@@ -69,11 +76,13 @@ def backend_upgrade_request(
     request: Request,
     client_ip: str,
     client_secure: bool,
+    self_contained: SelfContained = AS_NEGOTIATED,
 ) -> tuple[bytes, str]:
     """The upgrade request for the backend, and the Sec-WebSocket-Key it carries.
 
     The client's key is not reused: the backend's accept value is checked against ours.
     Authorization is never forwarded; the access token was already taken out of `target`.
+    The permessage-deflate offers ask for what `self_contained` needs (compression.py).
     """
     key = base64.b64encode(os.urandom(16)).decode("ascii")
     headers = request.headers
@@ -92,7 +101,8 @@ def backend_upgrade_request(
     if offer.subprotocols:
         lines.append("Sec-WebSocket-Protocol: " + ", ".join(offer.subprotocols))
     if offer.extensions:
-        lines.append("Sec-WebSocket-Extensions: " + ", ".join(offer.extensions))
+        offers = offers_for_backend(offer.extensions, self_contained)
+        lines.append("Sec-WebSocket-Extensions: " + ", ".join(offers))
     forwarded_for = headers.tokens("x-forwarded-for")
     lines.append("X-Forwarded-For: " + ", ".join([*forwarded_for, client_ip]))
     lines.append("X-Forwarded-Proto: " + ("https" if client_secure else "http"))
@@ -105,7 +115,12 @@ def backend_upgrade_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), key
 
 
-def check_backend_answer(response: Response, key: str, offer: ClientOffer) -> BackendAnswer:
+def check_backend_answer(
+    response: Response,
+    key: str,
+    offer: ClientOffer,
+    self_contained: SelfContained = AS_NEGOTIATED,
+) -> BackendAnswer:
     if response.status != 101:
         raise BadGateway(f"backend refused the WebSocket upgrade (HTTP {response.status})")
     headers = response.headers
@@ -125,10 +140,13 @@ def check_backend_answer(response: Response, key: str, offer: ClientOffer) -> Ba
         raise BadGateway("backend chose an extension the client did not offer")
     if len(extension_values) > 1:
         raise BadGateway("backend accepted permessage-deflate twice")
+    if not extension_values:
+        return BackendAnswer(subprotocol, None, False, AS_NEGOTIATED)
     return BackendAnswer(
         subprotocol=subprotocol,
-        extensions=extension_values[0] if extension_values else None,
-        permessage_deflate=bool(extension_values),
+        extensions=answer_for_client(extension_values[0], self_contained),
+        permessage_deflate=True,
+        self_contained=self_contained,
     )
 
 

@@ -69,6 +69,7 @@ log = logging.getLogger("wsgw.relay")
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
 BAD_GATEWAY = 1014
 THROTTLED_OUT = 4008  # the code of the drop notice text frame (WSO2's)
 
@@ -93,6 +94,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         self.admission: Admission | None = None
         self._request_at = 0.0
         self._c2b_drops = 0
+        self._notice_retry_ns = 0
         self.started = time.monotonic()
         self._seen_activity = -1
         self._active_at = 0.0  # loop time of the last idle check that saw activity
@@ -268,13 +270,20 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
                     api.name, api.version, grant.application, err.scope, client=self.peer
                 )
                 raise
+            self_contained = self.admission.self_contained
             upgrade, key = handshake.backend_upgrade_request(
-                backend, backend.target(suffix, query), offer, request, self.peer, self.secure
+                backend,
+                backend.target(suffix, query),
+                offer,
+                request,
+                self.peer,
+                self.secure,
+                self_contained,
             )
             gw.deadlines.arm(self, timeout)
             response = await self._connect_backend(backend, upgrade)
             failure = "bad_handshake"
-            answer = handshake.check_backend_answer(response, key, offer)
+            answer = handshake.check_backend_answer(response, key, offer, self_contained)
         except GatewayError as err:
             self._drop_backend()
             if isinstance(err, BadGateway) and self.api is not None:
@@ -324,11 +333,19 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         self.started = time.monotonic()
         self.transport.write(handshake.client_switching_protocols(offer, answer))
         # b2c first: a set c2b is what sends chunks down the relay path, which reads both.
-        self.b2c = _core.FrameRelay(from_client=False, allow_rsv1=answer.permessage_deflate)
+        compressed = answer.permessage_deflate
+        self.b2c = _core.FrameRelay(
+            from_client=False,
+            allow_rsv1=compressed,
+            max_message_bytes=config.max_backend_message_bytes,
+            self_contained=answer.self_contained.backend,
+        )
         self.c2b = _core.FrameRelay(
             from_client=True,
-            allow_rsv1=answer.permessage_deflate,
+            allow_rsv1=compressed,
             max_message_bytes=config.max_message_bytes,
+            self_contained=answer.self_contained.client,
+            max_control_per_second=config.max_pings_per_second,
         )
         self._start_accounting()
         self._seen_activity = self.activity
@@ -358,9 +375,9 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         )
         self.gw.telemetry.opened(self.record)
         admission = self.admission
-        if admission is not None and admission.gate is not None:
-            c2b.set_gate(admission.gate)
-            b2c.set_gate(admission.gate)
+        if admission is not None:
+            c2b.set_gate(admission.client_gate)
+            b2c.set_gate(admission.backend_gate)
         if admission is not None and admission.max_duration_s is not None:
             self.gw.loop.call_later(admission.max_duration_s, self._duration_reached)
 
@@ -413,7 +430,10 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             self._record_close(BAD_GATEWAY, "gateway")
             assert self.backend is not None
             self.backend.fail(relay.error_code, relay.error_reason)
-            self._close_client(BAD_GATEWAY, "backend protocol error")
+            too_big = relay.error_code == MESSAGE_TOO_BIG
+            self._close_client(
+                BAD_GATEWAY, "backend message too big" if too_big else "backend protocol error"
+            )
         self._check_done()
 
     def backend_lost(self) -> None:

@@ -4,7 +4,9 @@ A connection is covered by up to three limits (SCOPES, checked in that order; th
 exhausted decides): its subscription's tier, its application's tier and the API's own policy.
 Each limit is one `Limit` per key per process, shared by every connection it covers; with a
 Redis URL, the cluster module feeds it leased tokens so that every process shares one budget.
-The connection gets a `Gate` over its limits, which the codec consults per data frame.
+The connection gets a `Gate` per direction over the limits that count that direction (a
+tier's `count`), each with that direction's action (`on_limit`, `backend_on_limit`); the codec
+consults it per data frame. With `count: both` the two gates share the same Limits.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from wsgw import _core
 from wsgw.config.models import Api, Tier
 from wsgw.errors import TooManyRequests
+from wsgw.pipeline.compression import SelfContained
 from wsgw.pipeline.subscription import Grant
 
 if TYPE_CHECKING:
@@ -31,7 +34,8 @@ ACTION_NAMES = {code: name for name, code in ACTIONS.items()}
 class Admission:
     """What the throttle stage decided for one connection."""
 
-    gate: _core.Gate | None
+    client_gate: _core.Gate | None  # client → backend messages
+    backend_gate: _core.Gate | None  # backend → client messages
     max_duration_s: float | None
     scope_labels: tuple[str, ...]  # scope name by Gate scope index
     _slots: list[str] = field(default_factory=list)  # connection-cap keys held
@@ -40,6 +44,11 @@ class Admission:
     @property
     def holds_slots(self) -> bool:
         return bool(self._slots)
+
+    @property
+    def self_contained(self) -> SelfContained:
+        """The directions whose messages a limit may drop (see compression.py)."""
+        return SelfContained(client=_drops(self.client_gate), backend=_drops(self.backend_gate))
 
     async def release(self) -> None:
         """Give back the connection slots (exactly once, when the connection ends)."""
@@ -88,7 +97,7 @@ class Throttle:
             ("application", f"app:{grant.application}", grant.application_tier),
             ("api", f"api:{api.name}:{api.version}", api_tier),
         ]
-        admission = Admission(gate=None, max_duration_s=None, scope_labels=SCOPES, _throttle=self)
+        admission = Admission(None, None, None, scope_labels=SCOPES, _throttle=self)
         try:
             for scope, key, tier in scoped:
                 if tier is None or tier.max_connections is None:
@@ -103,7 +112,7 @@ class Throttle:
         except BaseException:
             await admission.release()
             raise
-        limits = []
+        gates: dict[bool, list[tuple[_core.Limit, int, int]]] = {True: [], False: []}
         durations = []
         for index, (_scope, key, tier) in enumerate(scoped):
             if tier is None:
@@ -116,8 +125,11 @@ class Throttle:
                 continue
             if self.cluster is not None and (not known or self._limits[key][1] is not limit):
                 await self.cluster.prime(key)  # a new shared limit starts with tokens
-            limits.append((limit, ACTIONS[tier.on_limit], index))
-        admission.gate = _core.Gate(limits) if limits else None
+            for from_client, entries in gates.items():
+                if tier.counts(from_client):
+                    entries.append((limit, ACTIONS[tier.action(from_client)], index))
+        admission.client_gate = _core.Gate(gates[True]) if gates[True] else None
+        admission.backend_gate = _core.Gate(gates[False]) if gates[False] else None
         admission.max_duration_s = min(durations) if durations else None
         return admission
 
@@ -143,3 +155,7 @@ class Throttle:
     def connections_held(self, key: str) -> int:
         """Local connection count of a cap key (tests and /stats)."""
         return self._local_connections.get(key, 0)
+
+
+def _drops(gate: _core.Gate | None) -> bool:
+    return gate is not None and any(action == _core.ACTION_DROP for _, action, _ in gate.limits)

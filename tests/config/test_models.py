@@ -50,6 +50,7 @@ def test_defaults() -> None:
     )
     assert (g.max_message_bytes, g.idle_timeout_s) == (1048576, 600)
     assert (g.backend_handshake_timeout_s, g.close_timeout_s) == (10, 5)
+    assert (g.max_backend_message_bytes, g.max_pings_per_second) == (16777216, 100)
     assert g.tls is None and g.redis_url is None and g.redis_failure == "open"
     assert (g.backend_tls.ca_file, g.backend_tls.verify) == (None, True)
     s = c.security
@@ -58,6 +59,7 @@ def test_defaults() -> None:
     t = Tier()
     assert (t.messages_per_minute, t.bytes_per_minute, t.max_connections) == (None, None, None)
     assert (t.max_connection_duration_s, t.burst, t.on_limit) == (None, 0, "drop")
+    assert (t.count, t.backend_on_limit) == ("both", "shape")
     a = msgspec.convert(api(), Api)
     assert (a.default_version, a.status, a.auth, a.throttle) == (False, "PUBLISHED", "oauth2", None)
     app = msgspec.convert({"name": "A"}, Application)
@@ -105,6 +107,9 @@ def test_host_port_rejected(address: str) -> None:
         ("gateway", "idle_timeout_s", 0, 0.001),
         ("gateway", "backend_handshake_timeout_s", -1, 10),
         ("gateway", "close_timeout_s", 0, 5),
+        ("gateway", "max_backend_message_bytes", 0, 1),
+        ("gateway", "max_pings_per_second", -1, 0),
+        ("gateway", "max_pings_per_second", 1_000_001, 1_000_000),
         ("gateway", "redis_failure", "maybe", "closed"),
         ("gateway", "redis_url", "http://x", "redis://127.0.0.1:6379/0"),
         ("security", "token_ttl_s", 0, 1),
@@ -126,6 +131,8 @@ def test_scalar_bounds(section: str, field: str, bad: Any, good: Any) -> None:
         ("max_connection_duration_s", 0, 0.5),
         ("burst", -1, 0),
         ("on_limit", "queue", "shape"),
+        ("backend_on_limit", "queue", "drop"),
+        ("count", "sideways", "client"),
     ],
 )
 def test_tier_bounds(field: str, bad: Any, good: Any) -> None:
@@ -353,3 +360,13 @@ def test_lookup_helpers() -> None:
     assert app is not None and subs.application("B") is None
     assert app.subscription("Chat", "1.0") is app.subscriptions[0]
     assert app.subscription("Chat", "2.0") is None
+
+
+@pytest.mark.parametrize(
+    ("count", "client", "backend"),
+    [("both", True, True), ("client", True, False), ("backend", False, True)],
+)
+def test_tier_directions(count: str, client: bool, backend: bool) -> None:
+    tier = Tier(count=count, on_limit="close", backend_on_limit="drop")
+    assert (tier.counts(True), tier.counts(False)) == (client, backend)
+    assert (tier.action(True), tier.action(False)) == ("close", "drop")

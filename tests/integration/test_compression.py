@@ -264,3 +264,74 @@ async def test_an_api_drop_policy_also_makes_client_messages_self_contained(
         assert deflate_of(ws).local_no_context_takeover
         # count: both and backend_on_limit: shape by default: the backend keeps its own.
         assert not deflate_of(ws).remote_no_context_takeover
+
+
+async def test_work_is_not_lost_when_the_client_bursts(
+    make_gateway: GatewayFactory, peers: Peers
+) -> None:
+    # One budget both ways (count: both): the client's burst spends what its replies need.
+    # The backend's replies are shaped (held, the backend pushed back), not dropped.
+    env, backend = await gateway_for(make_gateway, peers, {"messages_per_minute": 600})
+    sent = shifting_messages(320, seed=6)  # 320 in, then 280 replies in budget, 40 held
+    async with connect(env.url, additional_headers=env.auth()) as ws:
+        for message in sent:
+            await ws.send(message)
+        echoes, notices = await receive_all(ws, quiet_s=3.0)
+    assert echoes == sent and notices == 0
+    samples = await scrape(env)
+    assert sample(samples, "wsgw_throttled_total", **APP, scope="subscription", action="shape")
+    assert not sample(samples, "wsgw_throttled_total", **APP, scope="subscription", action="drop")
+
+
+async def test_ping_flood_is_closed_with_1008(make_gateway: GatewayFactory, peers: Peers) -> None:
+    env, _ = await gateway_for(make_gateway, peers, {})
+    async with connect(env.url, additional_headers=env.auth()) as ws:
+        with pytest.raises(websockets.ConnectionClosed):
+            for i in range(150):  # the default allows 100 a second
+                await ws.ping(str(i))
+            await asyncio.wait_for(ws.recv(), RECV_S)
+    assert ws.close_code == 1008 and ws.close_reason == "too many control frames"
+    samples = await scrape(env)
+    closes = sample(
+        samples,
+        "wsgw_message_limit_closes_total",
+        **API,
+        direction="client_to_backend",
+        limit="control_rate",
+    )
+    assert closes == 1
+
+
+async def test_pings_at_the_rate_pass(make_gateway: GatewayFactory, peers: Peers) -> None:
+    def edit(raw: dict) -> None:
+        raw["gateway"]["max_pings_per_second"] = 20
+
+    backend = await peers.recording(compression="deflate")
+    env = await make_gateway(edit=edit, production=backend.url)
+    async with connect(env.url, additional_headers=env.auth()) as ws:
+        for _ in range(3):  # 20 a second, three times, each answered
+            pongs = [await ws.ping() for _ in range(20)]
+            await asyncio.wait_for(asyncio.gather(*pongs), RECV_S)
+            await asyncio.sleep(1.05)
+        await ws.send("still open")
+        assert await asyncio.wait_for(ws.recv(), RECV_S) == "still open"
+
+
+async def test_compressed_and_inflated_bytes_are_counted(
+    make_gateway: GatewayFactory, peers: Peers
+) -> None:
+    env, _ = await gateway_for(make_gateway, peers, {})
+    sent = shifting_messages(30, seed=7)
+    async with connect(env.url, additional_headers=env.auth()) as ws:
+        for message in sent:
+            await ws.send(message)
+            assert await asyncio.wait_for(ws.recv(), RECV_S) == message
+        samples = await scrape(env)  # a live connection's counts are read at the scrape
+    size = sum(len(m.encode()) for m in sent)
+    for direction in ("client_to_backend", "backend_to_client"):
+        labels = {**APP, "direction": direction}
+        inflated = sample(samples, "wsgw_inflated_bytes_total", **labels)
+        compressed = sample(samples, "wsgw_compressed_bytes_total", **labels)
+        wire = sample(samples, "wsgw_bytes_total", **labels)
+        assert inflated == size  # what the messages are, measured, never kept
+        assert 0 < compressed <= wire < size / 2  # bytes_per_minute counts the wire bytes

@@ -143,6 +143,32 @@ class TelemetryCollector(Collector):
         yield messages
         yield octets
 
+        compressed = CounterMetricFamily(
+            "wsgw_compressed_bytes_total",
+            "Payload bytes of permessage-deflate messages as relayed (on the wire)",
+            labels=["api", "version", "application", "direction"],
+        )
+        inflated = CounterMetricFamily(
+            "wsgw_inflated_bytes_total",
+            "The same messages' size once inflated (measured, never kept)",
+            labels=["api", "version", "application", "direction"],
+        )
+        for (api, version, app), (c2b_z, c2b_i, b2c_z, b2c_i) in t.compression().items():
+            compressed.add_metric([api, version, app, "client_to_backend"], c2b_z)
+            compressed.add_metric([api, version, app, "backend_to_client"], b2c_z)
+            inflated.add_metric([api, version, app, "client_to_backend"], c2b_i)
+            inflated.add_metric([api, version, app, "backend_to_client"], b2c_i)
+        yield compressed
+        yield inflated
+        yield _counter(
+            "wsgw_message_limit_closes_total",
+            "Connections closed for a message over a limit, by direction and limit: "
+            "message_size (wire), inflated_size, control_rate, invalid_compressed, "
+            "context_takeover (a peer broke the no-context-takeover agreement)",
+            ["api", "version", "direction", "limit"],
+            t.message_limits.items(),
+        )
+
         yield _counter(
             "wsgw_throttled_total",
             "Throttling decisions: messages dropped, connections closed, reads paused "

@@ -372,6 +372,12 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             started_mono=time.monotonic(),
             handshake_seconds=time.monotonic() - self._request_at,
             counters=lambda: (c2b.data_frames, c2b.data_bytes, b2c.data_frames, b2c.data_bytes),
+            compression=lambda: (
+                c2b.compressed_bytes,
+                c2b.inflated_bytes,
+                b2c.compressed_bytes,
+                b2c.inflated_bytes,
+            ),
         )
         self.gw.telemetry.opened(self.record)
         admission = self.admission
@@ -405,6 +411,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
                 self.backend_close_sent = self.backend is not None and self.backend.alive
                 self._begin_closing()
         elif event == _core.ERROR:
+            assert self.record is not None
+            self.gw.telemetry.message_refused(self.record, True, relay.error_reason)
             self._record_close(relay.error_code, "gateway")
             self._close_client(relay.error_code, relay.error_reason, fail=True)
             self._close_backend(relay.error_code, relay.error_reason)
@@ -425,6 +433,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
                 self.client_close_sent = not self.client_gone
                 self._begin_closing()
         elif event == _core.ERROR:
+            assert self.record is not None
+            self.gw.telemetry.message_refused(self.record, False, relay.error_reason)
             if self.api is not None:
                 self.gw.telemetry.backend_failure(self.api.name, self.api.version, "protocol_error")
             self._record_close(BAD_GATEWAY, "gateway")

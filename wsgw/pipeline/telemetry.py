@@ -50,6 +50,19 @@ MAX_REASON_CHARS = 200
 
 Counts = tuple[int, int, int, int]  # c2b_frames, c2b_bytes, b2c_frames, b2c_bytes
 ZERO: Counts = (0, 0, 0, 0)
+Totals = dict[tuple[str, str, str], list[int]]  # per (api, version, application)
+DIRECTIONS = ("client_to_backend", "backend_to_client")
+# The codec's reasons for refusing a message that are limits (or a broken compression
+# agreement), by metric label; other protocol errors show in the close codes only.
+MESSAGE_LIMITS = {
+    "message too big": "message_size",
+    "message too big once inflated": "inflated_size",
+    "too many control frames": "control_rate",
+    "invalid compressed data": "invalid_compressed",
+    "compressed message refers to an earlier message (no context takeover agreed)": (
+        "context_takeover"
+    ),
+}
 
 
 @dataclass(slots=True, eq=False)  # eq=False: a record is an identity (kept in a set)
@@ -69,6 +82,9 @@ class ConnectionRecord:
     # A zero-arg callable returning Counts, or an object with c2b_frames, c2b_bytes,
     # b2c_frames, b2c_bytes attributes; read at scrape time and at the end.
     counters: Any = None
+    # A zero-arg callable returning the permessage-deflate counts: (c2b compressed payload
+    # bytes, c2b inflated bytes, b2c compressed, b2c inflated); None without compression.
+    compression: Any = None
     # Telemetry's own bookkeeping.
     labels: tuple[str, str, str, str] | None = field(default=None, repr=False)
     ended: bool = field(default=False, repr=False)
@@ -114,7 +130,9 @@ class Telemetry:
         # The metrics' state; keys are label tuples in the metric's label order.
         self.active: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self.connections: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-        self.closed_traffic: dict[tuple[str, str, str], list[int]] = {}
+        self.closed_traffic: Totals = {}
+        self.closed_compression: Totals = {}
+        self.message_limits: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self.live: set[ConnectionRecord] = set()
         self.throttled_counts: defaultdict[tuple[str, str, str, str, str], int] = defaultdict(int)
         self.close_codes: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
@@ -282,11 +300,8 @@ class Telemetry:
             self.live.discard(rec)
             self.active[labels] -= 1
         counts = self._counts(rec)
-        totals = self.closed_traffic.get((api, version, app))
-        if totals is None:
-            totals = self.closed_traffic[(api, version, app)] = [0, 0, 0, 0]
-        for i in range(4):
-            totals[i] += counts[i]
+        _add(self.closed_traffic, (api, version, app), counts)
+        _add(self.closed_compression, (api, version, app), self._compression(rec))
         code = rec.close_code if rec.close_code is not None else NO_CLOSE_FRAME
         by = rec.closed_by if rec.closed_by in CLOSERS else UNKNOWN
         self.close_codes[(api, version, close_code_label(code), by)] += 1
@@ -331,19 +346,39 @@ class Telemetry:
             log.exception("connection counters unreadable")
             return ZERO
 
+    def _compression(self, rec: ConnectionRecord) -> Counts:
+        if rec.compression is None:
+            return ZERO
+        try:
+            c2b_z, c2b_inflated, b2c_z, b2c_inflated = rec.compression()
+        except Exception:
+            log.exception("connection compression counters unreadable")
+            return ZERO
+        return c2b_z, c2b_inflated, b2c_z, b2c_inflated
+
+    def message_refused(self, rec: ConnectionRecord, from_client: bool, reason: str) -> None:
+        """The codec refused a message for one of MESSAGE_LIMITS (other reasons: no-op)."""
+        limit = MESSAGE_LIMITS.get(reason)
+        if limit is not None:
+            api, version, _, _ = self._labels(rec)
+            self.message_limits[(api, version, DIRECTIONS[0 if from_client else 1], limit)] += 1
+
     # ----------------------------------------------------------------- reading
     def traffic(self) -> dict[tuple[str, str, str], list[int]]:
         """Messages and bytes per (api, version, application): the closed connections'
         totals plus the live connections' counters, read now."""
-        out = {key: list(values) for key, values in self.closed_traffic.items()}
+        return self._with_live(self.closed_traffic, self._counts)
+
+    def compression(self) -> Totals:
+        """permessage-deflate payload bytes per (api, version, application), as sent and
+        once inflated, both directions (see ConnectionRecord.compression)."""
+        return self._with_live(self.closed_compression, self._compression)
+
+    def _with_live(self, closed: Totals, read: Callable[[ConnectionRecord], Counts]) -> Totals:
+        out = {key: list(values) for key, values in closed.items()}
         for rec in self.live:
             api, version, app, _ = self._labels(rec)
-            counts = self._counts(rec)
-            totals = out.get((api, version, app))
-            if totals is None:
-                totals = out[(api, version, app)] = [0, 0, 0, 0]
-            for i in range(4):
-                totals[i] += counts[i]
+            _add(out, (api, version, app), read(rec))
         return out
 
     def add_collector(self, fn: ExtraCollector) -> None:
@@ -367,6 +402,9 @@ class Telemetry:
                     "connections": {},
                     "messages": {"client_to_backend": 0, "backend_to_client": 0},
                     "bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "compressed_bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "inflated_bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "message_limit_closes": {},
                     "throttled": {},
                     "close_codes": {},
                     "backend_failures": {},
@@ -382,6 +420,8 @@ class Telemetry:
                     "connections_active": 0,
                     "messages": {"client_to_backend": 0, "backend_to_client": 0},
                     "bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "compressed_bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "inflated_bytes": {"client_to_backend": 0, "backend_to_client": 0},
                     "throttled": {},
                 }
             return entry
@@ -397,6 +437,15 @@ class Telemetry:
                 _bump(entry["messages"], "backend_to_client", b2c_f)
                 _bump(entry["bytes"], "client_to_backend", c2b_b)
                 _bump(entry["bytes"], "backend_to_client", b2c_b)
+        for (api, version, app), (c2b_z, c2b_i, b2c_z, b2c_i) in self.compression().items():
+            for entry in (api_entry(api, version), app_entry(app)):
+                _bump(entry["compressed_bytes"], "client_to_backend", c2b_z)
+                _bump(entry["compressed_bytes"], "backend_to_client", b2c_z)
+                _bump(entry["inflated_bytes"], "client_to_backend", c2b_i)
+                _bump(entry["inflated_bytes"], "backend_to_client", b2c_i)
+        for (api, version, direction, limit), n in self.message_limits.items():
+            limits = api_entry(api, version)["message_limit_closes"].setdefault(direction, {})
+            _bump(limits, limit, n)
         for (api, version, app, scope, action), n in self.throttled_counts.items():
             for entry in (api_entry(api, version), app_entry(app)):
                 _bump(entry["throttled"].setdefault(scope, {}), action, n)
@@ -424,6 +473,14 @@ class Telemetry:
                 for sink in self.sinks()
             },
         }
+
+
+def _add(totals: Totals, key: tuple[str, str, str], counts: Counts) -> None:
+    into = totals.get(key)
+    if into is None:
+        into = totals[key] = [0, 0, 0, 0]
+    for i in range(4):
+        into[i] += counts[i]
 
 
 def _bump(counts: dict[str, int], key: str, n: int) -> None:

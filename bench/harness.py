@@ -92,6 +92,17 @@ SCENARIOS: dict[str, Scenario] = {
             f"idle capacity: {IDLE_CONNECTIONS} idle connections, proxy RSS growth",
             "conn",
         ),
+        Scenario(
+            "idle-z",
+            "idle",
+            IDLE_CONNECTIONS,
+            1,
+            200,
+            f"idle-z: {IDLE_CONNECTIONS} idle connections, permessage-deflate negotiated, "
+            "proxy RSS growth",
+            "conn",
+            deflate=True,
+        ),
     )
 }
 

@@ -388,7 +388,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--deflate",
         action="store_true",
-        help="echo mode: permessage-deflate, ~SIZE bytes of text per message, compressed",
+        help="echo and idle modes: permessage-deflate, ~SIZE bytes of text per message",
     )
     p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--duration", type=float, default=2.0)
@@ -398,8 +398,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size < 8:
         p.error("--size must be >= 8 (the sequence number)")
-    if args.deflate and args.mode != "echo":
-        p.error("--deflate is for the echo mode")
+    if args.deflate and args.mode == "cycle":
+        p.error("--deflate is for the echo and idle modes")
     return args
 
 

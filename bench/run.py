@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, object]]:
         for name, why in bench.skipped.items():
             print(f"skipping {name}: {why}", file=sys.stderr)
         timed = [SCENARIOS[s] for s in args.scenarios if SCENARIOS[s].mode != "idle"]
-        idle = SCENARIOS["idle"] if "idle" in args.scenarios else None
+        idles = [SCENARIOS[s] for s in args.scenarios if SCENARIOS[s].mode == "idle"]
         for rnd in range(args.rounds):
             shift = rnd % len(active)
             order = active[shift:] + active[:shift]  # ABC, BCA, CAB: no setup always first
@@ -106,8 +106,10 @@ def run(args: argparse.Namespace) -> tuple[Results, dict[str, object]]:
                     if scenario.deflate and deflate_unsupported(name):
                         continue  # said in the report, under the scenario's table
                     _cell(bench, args, results, rnd, scenario, name)
-            if idle is not None and rnd < args.idle_rounds:
+            for idle in idles if rnd < args.idle_rounds else []:
                 for name in order:
+                    if idle.deflate and deflate_unsupported(name):
+                        continue
                     _cell(bench, args, results, rnd, idle, name)
         if args.keep_dir:
             print(f"configs and logs kept in {bench.dir}", file=sys.stderr)
@@ -274,17 +276,20 @@ def render(results: Results, meta: dict, args: argparse.Namespace) -> str:
         lines.append("")
         if sc.deflate:
             lines += [*_deflate_notes(results, sc_name, setups), *not_run, ""]
-    if "idle" in args.scenarios:
+    for idle_name in [s for s in args.scenarios if SCENARIOS[s].mode == "idle"]:
+        compressed = ", permessage-deflate negotiated" if SCENARIOS[idle_name].deflate else ""
         lines += [
-            f"## idle capacity: {args.idle_conns} idle connections, proxy RSS growth",
+            f"## {idle_name}: {args.idle_conns} idle connections{compressed}, proxy RSS growth",
             "",
             "| setup | connections | RSS growth MiB | KiB per connection | opened per s |",
             "|---|---:|---:|---:|---:|",
         ]
         for setup in setups:
-            s = summarize(results, "idle", setup)
+            if SCENARIOS[idle_name].deflate and deflate_unsupported(setup):
+                continue
+            s = summarize(results, idle_name, setup)
             if s is None:
-                rows = results.get(("idle", setup), [])
+                rows = results.get((idle_name, setup), [])
                 errs = "; ".join(str(e) for r in rows for e in r.get("error_samples", []))[:200]
                 lines.append(f"| {setup} | failed: {errs} |  |  |  |")
                 continue

@@ -106,6 +106,19 @@ def relay_of(impl: Impl, client: bool, **kw: Any) -> Any:
     return impl.frames.FrameRelay(from_client=client, allow_rsv1=True, **kw)
 
 
+def after_a_drop(impl: Impl, client: bool, **kw: Any) -> Any:
+    """A self-contained relay that has just dropped a compressed message (a leased limit
+    with no tokens), then got tokens again: the next 32 KiB it inflates are checked."""
+    limit = impl.gate.Limit(60, 0, 0, time.monotonic_ns())
+    limit.set_leased(True)
+    relay = relay_of(impl, client, **{**kw, "self_contained": True})
+    relay.set_gate(impl.gate.Gate([(limit, impl.gate.ACTION_DROP, 0)]))
+    events, out, _ = feed(relay, [wire_of(client, 1, deflated(b"dropped"), rsv=RSV1)])
+    assert (events, out, relay.dropped_messages) == ([], b"", 1)
+    limit.grant(10**6, 0)
+    return relay
+
+
 def assert_relayed(client: bool, out: bytes, wire: bytes) -> None:
     """``out`` is what ``wire`` (possibly ending inside a frame) relays to."""
     assert len(out) == len(wire)
@@ -192,7 +205,10 @@ def test_compiled_pool_is_bounded(self_contained: bool) -> None:
     first, rest = sync_fragments([rep(3000), rep(5000, b"xyz")])
     relays = []
     for _ in range(100):  # 100 messages in flight at once: each holds a meter
-        relay = relay_of(COMPILED, False, self_contained=self_contained)
+        if self_contained:  # checked after a drop
+            relay = after_a_drop(COMPILED, False)
+        else:  # the first frame of a fragmented message: it may exceed the limit
+            relay = relay_of(COMPILED, False, max_message_bytes=1 << 20)
         assert feed(relay, [frame(2, first, fin=False, rsv=RSV1)])[0] == []
         relays.append(relay)
     other = inflate_c.pooled()[1 - mode]
@@ -203,7 +219,10 @@ def test_compiled_pool_is_bounded(self_contained: bool) -> None:
         assert inflate_c.pooled()[mode] == min(i + 1, inflate_c.MAX_POOLED)
     assert inflate_c.pooled()[1 - mode] == other
     for _ in range(20):  # sequential messages reuse a pooled meter: the pool stays full
-        relay = relay_of(COMPILED, True, self_contained=self_contained)
+        if self_contained:
+            relay = after_a_drop(COMPILED, True)
+        else:
+            relay = relay_of(COMPILED, True, max_message_bytes=1 << 20)
         assert feed(relay, message(True, [first, rest]))[0] == []
         assert inflate_c.pooled()[mode] == inflate_c.MAX_POOLED
 
@@ -226,7 +245,8 @@ REFUSED = {  # payload, error code, reason
 )
 def test_refused_message(impl: Impl, client: bool, kind: str, cut: int) -> None:
     payload, code, reason = REFUSED[kind]
-    limit = 1 << 20 if kind == "bomb" else 10_000
+    # Small enough that the wire size cannot rule out going over: the message is inflated.
+    limit = {"bomb": 1 << 20, "too big": 10_000}.get(kind, 1000)
     assert len(payload) < limit // 10  # the wire size is far under the limit
     wire = wire_of(client, 1, payload, rsv=RSV1)
     hl = len(wire) - len(payload)
@@ -238,6 +258,29 @@ def test_refused_message(impl: Impl, client: bool, kind: str, cut: int) -> None:
     assert relay.in_frame
     if code == 1009:
         assert limit < relay.inflated_bytes <= limit + SLICE
+
+
+@DIRS
+@pytest.mark.parametrize("limit", [0, 1032 * 12 - 1, 1032 * 12])
+def test_messages_that_cannot_exceed_the_limit_are_not_inflated(
+    impl: Impl, client: bool, limit: int
+) -> None:
+    """(payload + 4) x 1032 <= limit: DEFLATE cannot inflate it past the limit. Such a
+    message passes as it is, invalid or not (the receiver inflates it anyway)."""
+    payload = b"\xff" * 8  # not DEFLATE at all; 8 + 4 bytes
+    wire = wire_of(client, 2, payload, rsv=RSV1)
+    relay = relay_of(impl, client, max_message_bytes=limit)
+    events, out, _ = feed(relay, [wire])
+    inflated = 0 < limit < 1032 * 12
+    assert events == ([impl.frames.ERROR] if inflated else [])
+    assert relay.metered_bytes == (8 if inflated else 0)
+    assert (relay.compressed_messages, relay.compressed_bytes) == (1, 8)
+    if not inflated:
+        assert_relayed(client, out, wire)
+    # The first frame of a fragmented message says nothing of the whole: inflated.
+    frag = wire_of(client, 2, payload, fin=False, rsv=RSV1)
+    relay = relay_of(impl, client, max_message_bytes=limit)
+    assert feed(relay, [frag])[0] == ([impl.frames.ERROR] if limit else [])
 
 
 @DIRS
@@ -298,13 +341,17 @@ def test_empty_compressed_frames(impl: Impl, client: bool) -> None:
 def test_self_contained_refuses_context_takeover(impl: Impl, client: bool) -> None:
     msgs, payloads = context_stream(shared=True)
     frames = [wire_of(client, 2, p, rsv=RSV1) for p in payloads[:2]]
+    # Without a drop, referring back harms no one: nothing is inflated to check it.
     relay = relay_of(impl, client, self_contained=True)
+    assert feed(relay, [b"".join(frames)])[0] == []
+    assert relay.metered_bytes == 0
+    relay = after_a_drop(impl, client)
     events, out, _ = feed(relay, [b"".join(frames)])
     assert events == [impl.frames.ERROR]
     assert relay.error_code == 1002
     assert relay.error_reason == CONTEXT_REASON
     assert_relayed(client, out, frames[0] + frames[1][: len(frames[1]) - len(payloads[1])])
-    assert relay.compressed_messages == 2
+    assert (relay.compressed_messages, relay.dropped_messages) == (2, 1)
     wire = b"".join(wire_of(client, 2, p, rsv=RSV1) for p in payloads)
     relay = relay_of(impl, client, self_contained=False, max_message_bytes=2100)
     events, out, _ = feed(relay, pieces(wire, "random"))
@@ -339,11 +386,14 @@ def test_meter_reused_after_a_refusal(impl: Impl, kind: str) -> None:
         "too big": ([frame(2, deflated(rep(50_000)), rsv=RSV1)], 1009),
         "refers back": ([frame(2, p, rsv=RSV1) for p in context_stream(True)[1][:2]], 1002),
     }[kind]
-    relay = relay_of(impl, False, self_contained=sc, max_message_bytes=3000)
+    def new_relay() -> Any:  # one that inflates its next message
+        return after_a_drop(impl, False) if sc else relay_of(impl, False, max_message_bytes=3000)
+
+    relay = new_relay()
     assert feed(relay, bad)[0] == [impl.frames.ERROR]
     assert relay.error_code == code
-    for msg in (rep(70_000), rand(1000)):
-        relay = relay_of(impl, False, self_contained=sc)
+    for msg in (rep(2900), rand(1000)):
+        relay = new_relay()
         assert feed(relay, [frame(1, deflated(msg), rsv=RSV1)])[0] == []
         assert relay.inflated_bytes == len(msg)
 
@@ -406,7 +456,8 @@ def test_control_rate_bounds(impl: Impl, rate: int) -> None:
 def deflate_case(draw: st.DrawFn) -> dict[str, Any]:
     client, shared, sc = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
     c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if shared else None
-    msgs, frames = [], []
+    msgs, frames, metered = [], [], []
+    limit = draw(st.sampled_from([0, 0, 1000, 65536, 65537, 100_000, 300_000]))
     units = draw(st.lists(st.binary(min_size=1, max_size=8), min_size=1, max_size=3))
     for _ in range(draw(st.integers(1, 3))):
         unit = draw(st.sampled_from(units))  # a unit reused across messages: back-references
@@ -416,18 +467,35 @@ def deflate_case(draw: st.DrawFn) -> dict[str, Any]:
         cut = draw(st.integers(0, len(payload)))
         parts = [payload] if cut == len(payload) else [payload[:cut], payload[cut:]]
         msgs.append(msg)
+        # Inflated unless one frame whose wire size rules out going over the limit.
+        metered.append(bool(limit) and (len(parts) > 1 or len(payload) + 4 > limit // 1032))
         frames += message(client, parts, draw(st.sampled_from([1, 2])))
     stream = b"".join(frames)
     cuts = draw(st.lists(st.integers(0, len(stream)), max_size=20))
-    limit = draw(st.sampled_from([0, 0, 1000, 65536, 65537, 100_000, 300_000]))
-    ok = (not sc or not shared) and all(not limit or len(m) <= limit for m in msgs)
+    drop_first = sc and draw(st.booleans())  # then the messages in the next 32 KiB are checked
+    ok = not (shared and drop_first) and all(not limit or len(m) <= limit for m in msgs)
+    expected, to_check = 0, 32768 if drop_first else 0
+    for msg, for_size in zip(msgs, metered, strict=True):
+        if to_check or for_size:
+            expected += len(msg)
+        to_check -= min(to_check, len(msg))
     chunks = split(stream, cuts)
     kw = {"max_message_bytes": limit, "self_contained": sc}
-    return {"client": client, "kw": kw, "msgs": msgs, "ok": ok, "chunks": chunks}
+    return {
+        "client": client,
+        "kw": kw,
+        "drop_first": drop_first,
+        "ok": ok,
+        "inflated": expected,
+        "chunks": chunks,
+    }
 
 
 def run(impl: Impl, case: dict[str, Any]) -> dict[str, Any]:
-    relay = relay_of(impl, case["client"], **case["kw"])
+    if case["drop_first"]:
+        relay = after_a_drop(impl, case["client"], **case["kw"])
+    else:
+        relay = relay_of(impl, case["client"], **case["kw"])
     events, out, sizes = feed(relay, case["chunks"])
     refused = relay.in_frame and relay.error_code in (1002, 1007)
     return {
@@ -435,7 +503,12 @@ def run(impl: Impl, case: dict[str, Any]) -> dict[str, Any]:
         "error": (relay.error_code, relay.error_reason),
         "sizes": sizes,
         "out": unmasked(out) if case["client"] else out,
-        "counts": (relay.compressed_messages, relay.compressed_bytes, relay.data_frames),
+        "counts": (
+            relay.compressed_messages,
+            relay.compressed_bytes,
+            relay.metered_bytes,
+            relay.data_frames,
+        ),
         "inflated": None if refused else relay.inflated_bytes,
     }
 
@@ -449,4 +522,4 @@ def test_compiled_equals_pure(case: dict[str, Any]) -> None:
     assert compiled == pure
     if case["ok"]:
         assert pure["events"] == []
-        assert pure["inflated"] == sum(map(len, case["msgs"]))
+        assert pure["inflated"] == case["inflated"]

@@ -317,10 +317,22 @@ async def test_pings_at_the_rate_pass(make_gateway: GatewayFactory, peers: Peers
         assert await asyncio.wait_for(ws.recv(), RECV_S) == "still open"
 
 
+@pytest.mark.parametrize("limits", ["small", "default"])
 async def test_compressed_and_inflated_bytes_are_counted(
-    make_gateway: GatewayFactory, peers: Peers
+    make_gateway: GatewayFactory, peers: Peers, limits: str
 ) -> None:
-    env, _ = await gateway_for(make_gateway, peers, {})
+    """Messages of ~2.5 KB, ~1 KB deflated: under 4 KiB limits each could inflate past the
+    limit (1 KB x 1032), so the gateway inflates all of them; under the 16 MiB default for
+    the backend's messages, none (they cannot reach it). (Under the client's 1 MiB default,
+    ~1 KB is too close to 1,048,576 / 1032 to say.)"""
+    backend = await peers.recording(compression="deflate")
+
+    def edit(raw: dict) -> None:
+        if limits == "small":
+            raw["gateway"]["max_message_bytes"] = 4096
+            raw["gateway"]["max_backend_message_bytes"] = 4096
+
+    env = await make_gateway(edit=edit, production=backend.url)
     sent = shifting_messages(30, seed=7)
     async with connect(env.url, additional_headers=env.auth()) as ws:
         for message in sent:
@@ -330,8 +342,12 @@ async def test_compressed_and_inflated_bytes_are_counted(
     size = sum(len(m.encode()) for m in sent)
     for direction in ("client_to_backend", "backend_to_client"):
         labels = {**APP, "direction": direction}
-        inflated = sample(samples, "wsgw_inflated_bytes_total", **labels)
         compressed = sample(samples, "wsgw_compressed_bytes_total", **labels)
+        inflate_in = sample(samples, "wsgw_inflate_input_bytes_total", **labels)
+        inflate_out = sample(samples, "wsgw_inflate_output_bytes_total", **labels)
         wire = sample(samples, "wsgw_bytes_total", **labels)
-        assert inflated == size  # what the messages are, measured, never kept
-        assert 0 < compressed <= wire < size / 2  # bytes_per_minute counts the wire bytes
+        assert 0 < compressed == wire < size / 2  # bytes_per_minute counts the wire bytes
+        if limits == "small":
+            assert (inflate_in, inflate_out) == (compressed, size)  # measured, never kept
+        elif direction == "backend_to_client":
+            assert (inflate_in, inflate_out) == (0, 0)

@@ -57,13 +57,16 @@ cdef class FrameRelay:
     cdef bint _fragmented
     cdef uint64_t _message_bytes
 
-    # permessage-deflate: the compressed message in flight is measured as it streams.
-    cdef InflateMeter _meter           # None between compressed messages
+    # permessage-deflate: a compressed message that needs it is inflated as it streams.
+    cdef InflateMeter _meter           # None unless the message in flight is measured
     cdef uint32_t _ckey                # client direction: the peer's key of the frame
     cdef bint _final                   # the frame being streamed ends its message
+    cdef bint _compressed              # the message in flight is compressed
+    cdef uint64_t _verify_left         # inflated bytes after a drop still to be checked
     cdef readonly uint64_t compressed_messages
     cdef readonly uint64_t compressed_bytes    # their payload bytes as sent
-    cdef readonly uint64_t inflated_bytes      # and once inflated
+    cdef readonly uint64_t metered_bytes       # the payload bytes the meter inflated
+    cdef readonly uint64_t inflated_bytes      # and what they inflated to
 
     # Control frames (ping, pong): a bucket of one second's worth, in ns x tokens.
     cdef int64_t _ctl_level
@@ -103,6 +106,7 @@ cdef class FrameRelay:
     cdef int _check(self, FrameHead* h) noexcept nogil
     cdef int _admit(self, FrameHead* h, int64_t* now, bint* have_now) noexcept nogil
     cdef int _fail(self, int err) except -1
+    cdef int _start_compressed(self, FrameHead* h) except -1
     cdef int _meter_payload(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t phase,
                             bint last) except -1
     cdef bint _control_allowed(self, int64_t now) noexcept nogil

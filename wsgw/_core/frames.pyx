@@ -102,6 +102,8 @@ cdef enum:
     _SECOND_NS = 1000000000
     _MAX_CONTROL_RATE = 1000000
     _PLAIN_SLICE = 16384   # client direction: payload unmasked for the meter in slices
+    _MAX_EXPANSION = 1032  # DEFLATE's largest output per input byte
+    _WINDOW = 32768        # how far back a compressed message may refer
 
 _UNSENDABLE_CODES = frozenset((1005, 1006, 1015))
 _MAX_CLOSE_REASON = 123
@@ -299,8 +301,11 @@ cdef class FrameRelay:
         self._meter = None
         self._ckey = 0
         self._final = False
+        self._compressed = False
+        self._verify_left = 0
         self.compressed_messages = 0
         self.compressed_bytes = 0
+        self.metered_bytes = 0
         self.inflated_bytes = 0
         self._state = _S_HEADER
         self._hlen = 0
@@ -484,6 +489,23 @@ cdef class FrameRelay:
         self.error_code, self.error_reason = _ERRORS[err]
         return 0
 
+    cdef int _start_compressed(self, FrameHead* h) except -1:
+        """The first frame of a compressed message: inflate it only where that can matter.
+
+        - Size: DEFLATE inflates at most 1032 bytes per byte (a 1-bit length 258 and a 1-bit
+          distance in 2 bits), so a one-frame message of n payload bytes (+ the 4-byte tail)
+          with (n + 4) * 1032 <= max_message_bytes cannot exceed it.
+        - Self-containment: only a message that starts within the 32 KiB window after a
+          dropped one can refer into what the receiver never saw; those are checked.
+        """
+        cdef bint verify = self.self_contained and self._verify_left > 0
+        cdef uint64_t limit = self.max_message_bytes
+        self.compressed_messages += 1
+        self._compressed = True
+        if verify or (limit and not (h.fin and h.length + 4 <= limit // _MAX_EXPANSION)):
+            self._meter = acquire_meter(verify)
+        return 0
+
     cdef int _meter_payload(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t phase,
                             bint last) except -1:
         """Measure n payload bytes of the compressed message in flight (unmasked first in
@@ -505,6 +527,8 @@ cdef class FrameRelay:
         if status == METER_OK and last:
             status = meter.c_finish(self.max_message_bytes)
         self.inflated_bytes += meter.inflated - before
+        if last and meter.self_contained:
+            self._verify_left -= min(self._verify_left, meter.inflated)
         if last or status != METER_OK:
             self._meter = None
             release_meter(meter)
@@ -744,6 +768,8 @@ cdef class FrameRelay:
             self._hlen = 0
             self._remaining = h.length
             if verdict == _V_DROP:
+                if h.rsv1 and h.opcode != 0 and self.self_contained:
+                    self._verify_left = _WINDOW  # what follows may refer into it
                 self._dropping = not h.fin
                 self.dropped_frames += 1
                 if not client:
@@ -759,12 +785,15 @@ cdef class FrameRelay:
                 if self._remaining:
                     state = _S_SKIP
                 continue
-            # permessage-deflate: the message is measured as its payload streams through.
-            if h.rsv1 and h.opcode != 0:
-                self._meter = acquire_meter(self.self_contained)
-                self.compressed_messages += 1
-            if self._meter is not None:
+            # permessage-deflate: a message that needs it is inflated as it streams through.
+            if h.opcode != 0:
+                self._compressed = False
+                if h.rsv1:
+                    self._start_compressed(&h)
+            if self._compressed:
                 self.compressed_bytes += h.length
+            if self._meter is not None:
+                self.metered_bytes += h.length
                 self._final = h.fin
                 if h.length == 0 and h.fin:  # the payload path will not see this frame
                     err = self._meter_payload(p, 0, 0, True)

@@ -10,13 +10,16 @@ go from the client to the backend with a fresh key. Between calls it retains at 
 incomplete header (14 bytes) or an incomplete control frame (14 + 125 bytes), or, after
 THROTTLED, the unconsumed rest of the input.
 
-permessage-deflate (``allow_rsv1``): a compressed message (RSV1 on its first frame) is
-measured as it streams by an InflateMeter (inflate_py), which keeps nothing of it:
-``max_message_bytes`` then bounds its inflated size too (1009), invalid DEFLATE data is
-1007, and with ``self_contained`` (no context takeover was agreed) a reference into an
-earlier message is 1002. The meter runs as the payload streams through (so the outcome
-never depends on how the input is cut): such a refusal ends the output inside the frame
-(``in_frame`` stays true), and no byte past the limit goes out.
+permessage-deflate (``allow_rsv1``): a compressed message (RSV1 on its first frame) that
+needs it is inflated as it streams by an InflateMeter (inflate_py), which keeps nothing of
+it: ``max_message_bytes`` then bounds its inflated size too (1009), and invalid DEFLATE data
+is 1007. With ``self_contained`` (no context takeover was agreed), a message that starts
+within 32 KiB of inflated output after a dropped compressed message and refers back before
+its own start is 1002. A message is inflated only when the limit or that check can be
+decided by it (see _start_compressed); others pass without inflating, and then invalid data
+is left to the receiver, as without the gateway. The meter runs as the payload streams
+through (so the outcome never depends on how the input is cut): such a refusal ends the
+output inside the frame (``in_frame`` stays true), and no byte past the limit goes out.
 
 Control frames: ``max_control_per_second`` limits pings and pongs (a bucket of one
 second's worth); past it, ERROR with 1008 before the frame goes out.
@@ -76,6 +79,8 @@ _MESSAGE_TOO_BIG = 1009
 
 _SECOND_NS = 1_000_000_000
 _MAX_CONTROL_RATE = 1_000_000
+_MAX_EXPANSION = 1032  # DEFLATE's largest output per input byte
+_WINDOW = 32768  # how far back a compressed message may refer
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +247,11 @@ class FrameRelay:
         "_meter",
         "_ckey",
         "_final",
+        "_compressed",
+        "_verify_left",
         "_compressed_messages",
         "_compressed_bytes",
+        "_metered_bytes",
         "_inflated_bytes",
     )
 
@@ -267,9 +275,12 @@ class FrameRelay:
         self._meter: InflateMeter | None = None  # the compressed message in flight
         self._ckey = b"\0\0\0\0"  # client direction: the peer's key of the frame
         self._final = False  # the frame being streamed ends its message
+        self._compressed = False  # the message in flight is compressed
+        self._verify_left = 0  # inflated bytes after a drop still to be checked
         self._compressed_messages = 0
-        self._compressed_bytes = 0
-        self._inflated_bytes = 0
+        self._compressed_bytes = 0  # their payload bytes as sent
+        self._metered_bytes = 0  # the payload bytes the meter inflated
+        self._inflated_bytes = 0  # and what they inflated to
         self._from_client = bool(from_client)
         self._allow_rsv1 = bool(allow_rsv1)
         self._max_message = max_message_bytes
@@ -323,6 +334,7 @@ class FrameRelay:
     max_control_per_second = property(lambda self: self._max_control)
     compressed_messages = property(lambda self: self._compressed_messages)
     compressed_bytes = property(lambda self: self._compressed_bytes)
+    metered_bytes = property(lambda self: self._metered_bytes)
     inflated_bytes = property(lambda self: self._inflated_bytes)
 
     @property
@@ -402,6 +414,22 @@ class FrameRelay:
                 return self._fail(_MESSAGE_TOO_BIG, "message too big")
         return NEED_DATA
 
+    def _start_compressed(self, h: FrameHeader) -> None:
+        """The first frame of a compressed message: inflate it only where that can matter.
+
+        - Size: DEFLATE inflates at most 1032 bytes per byte (a 1-bit length 258 and a 1-bit
+          distance in 2 bits), so a one-frame message of n payload bytes (+ the 4-byte tail)
+          with (n + 4) * 1032 <= max_message_bytes cannot exceed it.
+        - Self-containment: only a message that starts within the 32 KiB window after a
+          dropped one can refer into what the receiver never saw; those are checked.
+        """
+        verify = self._self_contained and self._verify_left > 0
+        limit = self._max_message
+        self._compressed_messages += 1
+        self._compressed = True
+        if verify or (limit and not (h.fin and h.payload_length + 4 <= limit // _MAX_EXPANSION)):
+            self._meter = acquire_meter(verify)
+
     def _meter_payload(self, payload: bytes | memoryview, phase: int, last: bool) -> int:
         """Measure payload bytes of the compressed message in flight (unmasked first in the
         client direction); with ``last`` the message ends here. NEED_DATA or ERROR."""
@@ -415,6 +443,8 @@ class FrameRelay:
         if status == METER_OK and last:
             status = meter.finish(limit)
         self._inflated_bytes += meter.inflated - before
+        if last and meter.self_contained:
+            self._verify_left -= min(self._verify_left, meter.inflated)
         if last or status != METER_OK:
             self._meter = None
             release_meter(meter)
@@ -649,6 +679,8 @@ class FrameRelay:
             self._fragmented = not h.fin
             self._remaining = h.payload_length
             if verdict == _V_DROP:
+                if h.rsv1 and h.opcode != OP_CONT and self._self_contained:
+                    self._verify_left = _WINDOW  # what follows may refer into it
                 hbuf.clear()
                 self._dropping = not h.fin
                 self._dropped_frames += 1
@@ -664,11 +696,14 @@ class FrameRelay:
                     self._state = _S_SKIP
                 continue
             # permessage-deflate: the message is measured as its payload streams through.
-            if h.rsv1 and h.opcode != OP_CONT:
-                self._meter = acquire_meter(self._self_contained)
-                self._compressed_messages += 1
-            if self._meter is not None:
+            if h.opcode != OP_CONT:
+                self._compressed = False
+                if h.rsv1:
+                    self._start_compressed(h)
+            if self._compressed:
                 self._compressed_bytes += h.payload_length
+            if self._meter is not None:
+                self._metered_bytes += h.payload_length
                 self._final = h.fin
                 # An empty last frame: the payload path will not see it.
                 empty_end = h.payload_length == 0 and h.fin

@@ -143,23 +143,30 @@ class TelemetryCollector(Collector):
         yield messages
         yield octets
 
-        compressed = CounterMetricFamily(
-            "wsgw_compressed_bytes_total",
-            "Payload bytes of permessage-deflate messages as relayed (on the wire)",
-            labels=["api", "version", "application", "direction"],
+        labels = ["api", "version", "application", "direction"]
+        families = (
+            CounterMetricFamily(
+                "wsgw_compressed_bytes_total",
+                "Payload bytes of permessage-deflate messages as relayed (on the wire)",
+                labels=labels,
+            ),
+            CounterMetricFamily(
+                "wsgw_inflate_input_bytes_total",
+                "Of those, the bytes the gateway inflated: messages that could exceed a size "
+                "limit, or checked for context takeover after a drop",
+                labels=labels,
+            ),
+            CounterMetricFamily(
+                "wsgw_inflate_output_bytes_total",
+                "What those bytes inflated to (measured, never kept)",
+                labels=labels,
+            ),
         )
-        inflated = CounterMetricFamily(
-            "wsgw_inflated_bytes_total",
-            "The same messages' size once inflated (measured, never kept)",
-            labels=["api", "version", "application", "direction"],
-        )
-        for (api, version, app), (c2b_z, c2b_i, b2c_z, b2c_i) in t.compression().items():
-            compressed.add_metric([api, version, app, "client_to_backend"], c2b_z)
-            compressed.add_metric([api, version, app, "backend_to_client"], b2c_z)
-            inflated.add_metric([api, version, app, "client_to_backend"], c2b_i)
-            inflated.add_metric([api, version, app, "backend_to_client"], b2c_i)
-        yield compressed
-        yield inflated
+        for (api, version, app), counts in t.compression().items():
+            for i, direction in enumerate(("client_to_backend", "backend_to_client")):
+                for family, n in zip(families, counts[3 * i : 3 * i + 3], strict=True):
+                    family.add_metric([api, version, app, direction], n)
+        yield from families
         yield _counter(
             "wsgw_message_limit_closes_total",
             "Connections closed for a message over a limit, by direction and limit: "

@@ -104,6 +104,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         self._early = bytearray()  # frames sent before our 101 (see _hold_early)
         self.close_code: int | None = None
         self.closed_by = "-"
+        self._client_failed = False  # the gateway failed the client (RFC 6455 §7.1.7)
 
     # ---------------------------------------------------------------- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -374,8 +375,10 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             counters=lambda: (c2b.data_frames, c2b.data_bytes, b2c.data_frames, b2c.data_bytes),
             compression=lambda: (
                 c2b.compressed_bytes,
+                c2b.metered_bytes,
                 c2b.inflated_bytes,
                 b2c.compressed_bytes,
+                b2c.metered_bytes,
                 b2c.inflated_bytes,
             ),
         )
@@ -487,6 +490,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             self.client_close_sent = True
         if fail:
             self.client_close_received = True
+            self._client_failed = True
         self._begin_closing()
 
     def _close_backend(self, code: int, reason: str) -> None:
@@ -505,7 +509,15 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
 
     def _check_done(self) -> None:
         if self.client_close_sent and self.client_close_received:
-            self._close_transport()
+            transport = self.transport
+            if self._client_failed and transport is not None and transport.can_write_eof():
+                # The client may still be sending what was refused: closing now would answer
+                # it with a reset, which can destroy our close frame before the client reads
+                # it. Half-close instead; the client ends TCP, or the closing deadline does.
+                if not transport.is_closing():
+                    transport.write_eof()
+            else:
+                self._close_transport()
         # With both close frames through, the backend (the server) closes TCP first (RFC 6455
         # §7.1.1), sparing the gateway a TIME_WAIT; the closing deadline bounds the wait.
 

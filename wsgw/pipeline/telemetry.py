@@ -50,6 +50,10 @@ MAX_REASON_CHARS = 200
 
 Counts = tuple[int, int, int, int]  # c2b_frames, c2b_bytes, b2c_frames, b2c_bytes
 ZERO: Counts = (0, 0, 0, 0)
+# Per direction (c2b, then b2c): compressed payload bytes, the part of them the gateway
+# inflated (to check a limit), and what that part inflated to.
+Inflation = tuple[int, int, int, int, int, int]
+NO_INFLATION: Inflation = (0, 0, 0, 0, 0, 0)
 Totals = dict[tuple[str, str, str], list[int]]  # per (api, version, application)
 DIRECTIONS = ("client_to_backend", "backend_to_client")
 # The codec's reasons for refusing a message that are limits (or a broken compression
@@ -82,8 +86,7 @@ class ConnectionRecord:
     # A zero-arg callable returning Counts, or an object with c2b_frames, c2b_bytes,
     # b2c_frames, b2c_bytes attributes; read at scrape time and at the end.
     counters: Any = None
-    # A zero-arg callable returning the permessage-deflate counts: (c2b compressed payload
-    # bytes, c2b inflated bytes, b2c compressed, b2c inflated); None without compression.
+    # A zero-arg callable returning the permessage-deflate Inflation counts per direction.
     compression: Any = None
     # Telemetry's own bookkeeping.
     labels: tuple[str, str, str, str] | None = field(default=None, repr=False)
@@ -346,15 +349,15 @@ class Telemetry:
             log.exception("connection counters unreadable")
             return ZERO
 
-    def _compression(self, rec: ConnectionRecord) -> Counts:
+    def _compression(self, rec: ConnectionRecord) -> Inflation:
         if rec.compression is None:
-            return ZERO
+            return NO_INFLATION
         try:
-            c2b_z, c2b_inflated, b2c_z, b2c_inflated = rec.compression()
+            c2b_z, c2b_in, c2b_out, b2c_z, b2c_in, b2c_out = rec.compression()
         except Exception:
             log.exception("connection compression counters unreadable")
-            return ZERO
-        return c2b_z, c2b_inflated, b2c_z, b2c_inflated
+            return NO_INFLATION
+        return c2b_z, c2b_in, c2b_out, b2c_z, b2c_in, b2c_out
 
     def message_refused(self, rec: ConnectionRecord, from_client: bool, reason: str) -> None:
         """The codec refused a message for one of MESSAGE_LIMITS (other reasons: no-op)."""
@@ -370,11 +373,13 @@ class Telemetry:
         return self._with_live(self.closed_traffic, self._counts)
 
     def compression(self) -> Totals:
-        """permessage-deflate payload bytes per (api, version, application), as sent and
-        once inflated, both directions (see ConnectionRecord.compression)."""
+        """permessage-deflate bytes per (api, version, application), both directions: the
+        Inflation counts of closed and live connections."""
         return self._with_live(self.closed_compression, self._compression)
 
-    def _with_live(self, closed: Totals, read: Callable[[ConnectionRecord], Counts]) -> Totals:
+    def _with_live(
+        self, closed: Totals, read: Callable[[ConnectionRecord], tuple[int, ...]]
+    ) -> Totals:
         out = {key: list(values) for key, values in closed.items()}
         for rec in self.live:
             api, version, app, _ = self._labels(rec)
@@ -403,7 +408,8 @@ class Telemetry:
                     "messages": {"client_to_backend": 0, "backend_to_client": 0},
                     "bytes": {"client_to_backend": 0, "backend_to_client": 0},
                     "compressed_bytes": {"client_to_backend": 0, "backend_to_client": 0},
-                    "inflated_bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "inflate_input_bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "inflate_output_bytes": {"client_to_backend": 0, "backend_to_client": 0},
                     "message_limit_closes": {},
                     "throttled": {},
                     "close_codes": {},
@@ -421,7 +427,8 @@ class Telemetry:
                     "messages": {"client_to_backend": 0, "backend_to_client": 0},
                     "bytes": {"client_to_backend": 0, "backend_to_client": 0},
                     "compressed_bytes": {"client_to_backend": 0, "backend_to_client": 0},
-                    "inflated_bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "inflate_input_bytes": {"client_to_backend": 0, "backend_to_client": 0},
+                    "inflate_output_bytes": {"client_to_backend": 0, "backend_to_client": 0},
                     "throttled": {},
                 }
             return entry
@@ -437,12 +444,13 @@ class Telemetry:
                 _bump(entry["messages"], "backend_to_client", b2c_f)
                 _bump(entry["bytes"], "client_to_backend", c2b_b)
                 _bump(entry["bytes"], "backend_to_client", b2c_b)
-        for (api, version, app), (c2b_z, c2b_i, b2c_z, b2c_i) in self.compression().items():
+        for (api, version, app), counts in self.compression().items():
             for entry in (api_entry(api, version), app_entry(app)):
-                _bump(entry["compressed_bytes"], "client_to_backend", c2b_z)
-                _bump(entry["compressed_bytes"], "backend_to_client", b2c_z)
-                _bump(entry["inflated_bytes"], "client_to_backend", c2b_i)
-                _bump(entry["inflated_bytes"], "backend_to_client", b2c_i)
+                for i, direction in enumerate(DIRECTIONS):
+                    z, inflate_in, inflate_out = counts[3 * i : 3 * i + 3]
+                    _bump(entry["compressed_bytes"], direction, z)
+                    _bump(entry["inflate_input_bytes"], direction, inflate_in)
+                    _bump(entry["inflate_output_bytes"], direction, inflate_out)
         for (api, version, direction, limit), n in self.message_limits.items():
             limits = api_entry(api, version)["message_limit_closes"].setdefault(direction, {})
             _bump(limits, limit, n)
@@ -475,12 +483,12 @@ class Telemetry:
         }
 
 
-def _add(totals: Totals, key: tuple[str, str, str], counts: Counts) -> None:
+def _add(totals: Totals, key: tuple[str, str, str], counts: tuple[int, ...]) -> None:
     into = totals.get(key)
     if into is None:
-        into = totals[key] = [0, 0, 0, 0]
-    for i in range(4):
-        into[i] += counts[i]
+        into = totals[key] = [0] * len(counts)
+    for i, n in enumerate(counts):
+        into[i] += n
 
 
 def _bump(counts: dict[str, int], key: str, n: int) -> None:

@@ -28,7 +28,6 @@ from wsgw.errors import (
     GatewayError,
     GatewayTimeout,
     MethodNotAllowed,
-    NotFound,
     ServiceUnavailable,
     TooManyRequests,
     UpgradeRequired,
@@ -202,7 +201,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         else:
             try:
                 self.gw.routes.match(request.path)
-            except NotFound as err:
+            except GatewayError as err:  # NotFound, or BadRequest for the path itself
                 self._refuse(err)
                 return
             self._refuse(UpgradeRequired("this is a WebSocket API: send an upgrade"))

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from wsgw.config.models import Api, GatewayConfig
 from wsgw.errors import Forbidden, NotFound
+from wsgw.pipeline.paths import normalise_path
 
 KEY_TYPES = ("PRODUCTION", "SANDBOX")
 
@@ -84,9 +85,11 @@ class RouteTable:
         """The route for a request path, and the path suffix to send to the backend.
 
         `/ctx/1.0/more` → (ctx 1.0, "/more"); `/ctx/more` → (ctx default version, "/more").
-        The longest configured context wins.
+        The longest configured context wins; contexts and versions match whole segments.
+        The path is normalised first (see paths.py: BadRequest for what is refused), so the
+        suffix has no dot segment and never leads above the backend's base path.
         """
-        segments = path.split("/")
+        segments = normalise_path(path).split("/")
         for depth in range(min(self._max_depth, len(segments) - 1), 0, -1):
             versions = self._by_context.get("/".join(segments[: depth + 1]))
             if versions is None:

@@ -4,6 +4,14 @@
 #
 #   bash bench/autobahn.sh [CASES]      # CASES: default (1-7, 10) | compression | "1.*,5.*" ...
 #   AUTOBAHN_BACKEND=websockets bash bench/autobahn.sh compression   # deflate end to end
+#   AUTOBAHN_TIER=drop bash bench/autobahn.sh                         # through a counted drop tier
+#
+# AUTOBAHN_TIER: `unlimited` (default) subscribes with a tier that counts nothing; `drop`
+# subscribes with `Counted: {messages_per_minute: 100000000, on_limit: drop,
+# backend_on_limit: drop}`: every message in both directions is counted, none is actually
+# dropped, and because both directions can drop, the gateway makes permessage-deflate
+# messages self-contained both ways (client_no_context_takeover in its answer to the client,
+# server_no_context_takeover asked of the backend).
 #
 # Prints the two summary lines (backend alone, through the gateway); reports in /tmp/wsgw-ab-*.
 set -euo pipefail
@@ -15,6 +23,11 @@ export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"   # this checkout, installe
 BACKEND_PORT="${BACKEND_PORT:-9311}"
 GATEWAY_PORT="${GATEWAY_PORT:-9312}"
 ADMIN_PORT="${ADMIN_PORT:-9313}"
+case "${AUTOBAHN_TIER:-unlimited}" in
+  unlimited) TIER=Unlimited; TIER_YAML="{}" ;;
+  drop) TIER=Counted; TIER_YAML="{messages_per_minute: 100000000, on_limit: drop, backend_on_limit: drop}" ;;
+  *) echo "AUTOBAHN_TIER must be unlimited or drop" >&2; exit 2 ;;
+esac
 
 bash "$AB/setup.sh" >/dev/null 2>&1 || bash "$AB/setup.sh"
 WORK="$(mktemp -d /tmp/wsgw-ab-XXXX)"
@@ -37,19 +50,19 @@ gateway:
   listen: "127.0.0.1:$GATEWAY_PORT"
   admin_listen: "127.0.0.1:$ADMIN_PORT"
   max_message_bytes: 67108864     # 9.* and 12.* send up to 16 MiB
-tiers: {Unlimited: {}}
+tiers: {$TIER: $TIER_YAML}
 apis:
   - name: Echo
     context: /echo
     version: "1.0"
     endpoints: {production: "ws://127.0.0.1:$BACKEND_PORT"}
-    tiers: [Unlimited]
+    tiers: [$TIER]
 YAML
 cd "$WORK"
 "$PY" -m wsgw keys init >/dev/null
 "$PY" -m wsgw app create Autobahn >/dev/null
 "$PY" -m wsgw keys generate Autobahn --key-type production >/dev/null 2>&1
-"$PY" -m wsgw subscribe Autobahn Echo:1.0 --tier Unlimited >/dev/null
+"$PY" -m wsgw subscribe Autobahn Echo:1.0 --tier "$TIER" >/dev/null
 TOKEN="$("$PY" -m wsgw token Autobahn 2>/dev/null)"
 "$PY" -m wsgw serve --log-level warning >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)

@@ -231,6 +231,7 @@ gateway:
   listen: "127.0.0.1:{port}"
   admin_listen: "127.0.0.1:{admin}"
   subscriptions_file: subscriptions.yaml
+  max_pending_per_address: 0   # the load generator opens 128 handshakes at once from one address
 security:
   signing_key_file: keys/signing.pem
 tiers:

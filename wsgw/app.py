@@ -9,19 +9,31 @@ import logging
 import signal
 import ssl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from wsgw import _core
 from wsgw.config import load_config, load_subscriptions
 from wsgw.config.models import GatewayConfig
-from wsgw.errors import ConfigError, GatewayError, MethodNotAllowed, NotFound
+from wsgw.errors import (
+    ConfigError,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+)
+from wsgw.fdlimits import FdBudget, raise_nofile_limit
 from wsgw.http import Request, RequestReader, error_response, json_response, render_response
+from wsgw.logs import Throttled
 from wsgw.oauth.endpoint import handle_token_request
+from wsgw.oauth.guard import TokenGuard
 from wsgw.oauth.keys import load_signing_key
 from wsgw.oauth.tokens import TokenIssuer, TokenVerifier
 from wsgw.pipeline import metrics
 from wsgw.pipeline.deadlines import Deadlines
-from wsgw.pipeline.relay import ClientLeg
+from wsgw.pipeline.pending import PendingConnections
+from wsgw.pipeline.relay import REQUEST_TIMEOUT_S, ClientLeg
 from wsgw.pipeline.route import RouteTable
 from wsgw.pipeline.subscription import SubscriptionRegistry
 from wsgw.pipeline.telemetry import Telemetry
@@ -30,6 +42,11 @@ from wsgw.pipeline.throttle import Throttle
 log = logging.getLogger("wsgw")
 
 RELOAD_INTERVAL_S = 1.0
+# An admin connection has as long as a gateway-port one to send its request, and its answer
+# must be read within the same time (from the accept): a scraper that stops reading is cut.
+ADMIN_REQUEST_TIMEOUT_S = REQUEST_TIMEOUT_S
+ADMIN_CLOSE_REASONS = ("timeout", "evicted", "over_cap")
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -79,6 +96,17 @@ class Gateway:
             self.cluster = ClusterLimits(config.gateway.redis_url, config.gateway.redis_failure)
             self.telemetry.add_collector(self.cluster.collect)
         self.throttle = Throttle(self.cluster)
+        self.token_guard = TokenGuard.from_config(config.security.token_failures)
+        self.telemetry.add_collector(self.token_guard.collect)
+        # Limits at the listeners: descriptors, pending connections per address, admin port.
+        self.fds = FdBudget(config.gateway.max_admin_connections)
+        self.pending = PendingConnections(config.gateway.max_pending_per_address)
+        self.admin_connections: dict[AdminProtocol, None] = {}  # oldest first
+        self.admin_closed = dict.fromkeys(ADMIN_CLOSE_REASONS, 0)
+        self.refusals_log = Throttled(log, REFUSAL_LOG_INTERVAL_S)
+        self.telemetry.add_collector(self.fds.collect)
+        self.telemetry.add_collector(self.pending.collect)
+        self.telemetry.add_collector(self._admin_metrics)
         self._background: set[asyncio.Task[object]] = set()
         self._servers: list[asyncio.Server] = []
         self._reloader: asyncio.Task[None] | None = None
@@ -86,6 +114,8 @@ class Gateway:
     # ----------------------------------------------------------------- start
     async def start(self, *, reuse_port: bool = False) -> None:
         gw = self.config.gateway
+        raise_nofile_limit()  # logs the figures when it raises the soft limit
+        self.fds.refresh()
         await self.telemetry.start()
         if self.cluster is not None:
             await self.cluster.start()
@@ -105,6 +135,9 @@ class Gateway:
                     host,
                     port,
                     ssl=tls_context,
+                    # A TLS handshake holds its fd before the accept check and the pending
+                    # cap see the connection: bound it like a request (uvloop's default: 60 s).
+                    ssl_handshake_timeout=REQUEST_TIMEOUT_S,
                     backlog=1024,
                     reuse_port=reuse_port,
                 )
@@ -140,6 +173,8 @@ class Gateway:
         """Stop accepting, close open connections with 1001 on both sides, wait (bounded)."""
         for server in self._servers:
             server.close()
+        for admin in list(self.admin_connections):
+            admin.close("")
         if self._reloader is not None:
             self._reloader.cancel()
         for conn in list(self.connections):
@@ -158,6 +193,50 @@ class Gateway:
             await self.cluster.stop()
         await self.telemetry.stop()
         self.deadlines.close()
+        self.fds.close()
+        self.refusals_log.flush()
+
+    # ------------------------------------------------------- listener limits
+    def admit_client(self, leg: ClientLeg, transport: asyncio.BaseTransport) -> bool:
+        """At accept, before a gateway-port connection costs anything more. False (the client
+        answered and the connection closed at once) when file descriptors run short, or when
+        its address already has gateway.max_pending_per_address connections not upgraded."""
+        err: GatewayError
+        if self.fds.short(transport):
+            err = ServiceUnavailable("the gateway is at capacity: retry later")
+        elif not self.pending.enter(leg, leg.peer):
+            limit = self.pending.limit
+            self.refusals_log.warning(
+                "connections from %s refused: %d not upgraded yet "
+                "(gateway.max_pending_per_address)",
+                leg.peer,
+                limit,
+            )
+            err = TooManyRequests(f"more than {limit} connections not upgraded from your address")
+        else:
+            return True
+        transport.write(error_response(err))  # type: ignore[attr-defined]
+        transport.close()
+        return False
+
+    def _admin_metrics(self) -> Iterator[tuple[str, str, str, dict[str, str], float]]:
+        yield (
+            "wsgw_admin_connections",
+            "gauge",
+            "Admin port connections open now",
+            {},
+            len(self.admin_connections),
+        )
+        for reason, n in self.admin_closed.items():
+            yield (
+                "wsgw_admin_connections_closed_total",
+                "counter",
+                "Admin connections the gateway closed: timeout (no request, or its answer not "
+                "read, in time), evicted (the oldest without a request, to make room at "
+                "gateway.max_admin_connections), over_cap (503: none could make room)",
+                {"reason": reason},
+                n,
+            )
 
     # ------------------------------------------------------------- helpers
     def spawn(self, coro) -> None:  # noqa: ANN001
@@ -203,10 +282,21 @@ class Gateway:
         return True
 
     # ----------------------------------------------------------------- oauth
-    def token_endpoint(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
+    def token_endpoint(
+        self, request: Request, peer: str | None = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """``peer``: the client's IP address, for the per-address failure limit (None: only
+        the per-client-id limit applies)."""
         headers = {name: value for name, value in request.headers.items}
         return handle_token_request(
-            request.method, headers, request.body, self.registry.lookup_client, self.issuer
+            request.method,
+            headers,
+            request.body,
+            self.registry.lookup_client,
+            self.issuer,
+            guard=self.token_guard,
+            address=peer,
+            on_failure=self.telemetry.token_failure,
         )
 
     def health(self) -> dict[str, object]:
@@ -214,25 +304,84 @@ class Gateway:
 
 
 class AdminProtocol(asyncio.Protocol):
-    """The admin port: GET /health (and /stats). One request per connection."""
+    """The admin port: GET /health, /metrics, /stats. One request per connection.
+
+    The request must arrive, and its answer be read, within ADMIN_REQUEST_TIMEOUT_S of the
+    accept (on the deadlines wheel: no timer per connection). At most
+    gateway.max_admin_connections are open at once: at the cap, the oldest connection that
+    has not sent its request is closed to make room, so idle connections cannot lock a
+    health check out; when none can make room, the new connection gets 503."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
-        self.reader = RequestReader()
+        self.reader: RequestReader | None = RequestReader()  # None once the request is in
         self.transport: asyncio.Transport | None = None
+        self.deadline_slot = -1  # see deadlines.py
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        gw = self.gw
+        open_now = len(gw.admin_connections)
+        if open_now >= gw.config.gateway.max_admin_connections and not self._make_room():
+            gw.admin_closed["over_cap"] += 1
+            gw.refusals_log.warning(
+                "admin port: %d connections open, all with a request: new ones get 503 "
+                "(gateway.max_admin_connections)",
+                open_now,
+            )
+            self.reader = None
+            refusal = error_response(ServiceUnavailable("too many admin connections"))
+            transport.write(refusal)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        gw.admin_connections[self] = None
+        gw.deadlines.arm(self, ADMIN_REQUEST_TIMEOUT_S)
+
+    def _make_room(self) -> bool:
+        gw = self.gw
+        for conn in gw.admin_connections:  # oldest first; at most the cap
+            if conn.reader is not None:
+                gw.refusals_log.warning(
+                    "admin port: %d connections open (gateway.max_admin_connections): closing "
+                    "the oldest that has not sent its request",
+                    len(gw.admin_connections),
+                )
+                conn.close("evicted")
+                return True
+        return False
+
+    def close(self, reason: str) -> None:
+        """Drop the connection now (counted under `reason` unless empty)."""
+        gw = self.gw
+        if reason:
+            gw.admin_closed[reason] += 1
+        gw.admin_connections.pop(self, None)
+        gw.deadlines.disarm(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def deadline_reached(self) -> None:
+        # No complete request in time, or an answer the client does not read.
+        log.debug("admin connection timed out")
+        self.close("timeout")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gw.admin_connections.pop(self, None)
+        self.gw.deadlines.disarm(self)
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
+        if self.reader is None:
+            return  # answered (or refused): the rest is ignored
         try:
             request = self.reader.feed(data)
             if request is None:
                 return
-            self.transport.write(self._answer(request))
+            response = self._answer(request)
         except GatewayError as err:
-            self.transport.write(error_response(err))
+            response = error_response(err)
+        self.reader = None
+        self.transport.write(response)
         self.transport.close()
 
     def _answer(self, request: Request) -> bytes:

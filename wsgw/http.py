@@ -7,6 +7,7 @@ Nothing here does I/O: readers are fed bytes and answer with a parsed message or
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -90,7 +91,9 @@ class Request:
     headers: Headers
     body: bytes
     is_upgrade: bool
-    # Bytes that arrived after the request head of an upgrade (early WebSocket frames).
+    # The bytes that followed the request in the read that completed it: after an upgrade,
+    # early WebSocket frames; after a plain request, whatever the client pipelined (never
+    # read as part of this request, never acted on).
     trailing: bytes = b""
 
 
@@ -103,7 +106,9 @@ class Response:
 
 
 class _Collector:
-    """httptools callbacks: accumulate the pieces of one message."""
+    """httptools callbacks: accumulate the pieces of ONE message, and stop the parser
+    where a second one would begin (its bytes are the caller's `trailing`, never parsed
+    into the first)."""
 
     __slots__ = (
         "url",
@@ -128,12 +133,17 @@ class _Collector:
         self.status = b""
         self.body_limit = body_limit
 
+    def on_message_begin(self) -> None:
+        if self.done:
+            raise _NextMessage
+
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.head_bytes += len(url)
 
     def on_status(self, status: bytes) -> None:
         self.status += status
+        self.head_bytes += len(status)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4  # ": " and CRLF
@@ -155,39 +165,133 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class RequestReader:
-    """Feed bytes from a client; `feed` returns the Request once it is complete."""
+class _NextMessage(Exception):
+    """Raised where a second message begins: the parser stops there."""
 
-    def __init__(self, max_head: int = MAX_HEAD_BYTES, max_body: int = MAX_BODY_BYTES) -> None:
-        self._cb = _Collector(max_body)
-        self._parser = httptools.HttpRequestParser(self._cb)
-        self._seen = 0
+
+class _Probe:
+    """Callbacks of a throw-away parser that only finds where the first message ends."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_message_complete(self) -> None:
+        self.done = True  # what follows (within the probe's slice) costs less than a raise
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """httptools reports an exception raised in a callback as HttpParserCallbackError,
+    with the callback's exception as its context."""
+    return exc.__cause__ or exc.__context__
+
+
+class _MessageReader:
+    """One message per parse. httptools (llhttp) runs on into the next message of a read
+    and reports no offset except after an upgrade; so the first message's collector stops
+    the parser where a second message begins, and where the first one ended is found by
+    re-parsing its bytes (`_end_in`, only when anything can follow it in the read)."""
+
+    _parser_type: type = httptools.HttpRequestParser
+
+    def __init__(self, max_head: int, max_body: int) -> None:
         self._max_head = max_head
+        self._max_body = max_body
+        self._finished = False
+        self._begin()
 
-    def feed(self, data: bytes) -> Request | None:
-        cb = self._cb
-        trailing = b""
-        upgrade = False
+    def _begin(self) -> None:
+        self._cb = _Collector(self._max_body)
+        self._parser = self._parser_type(self._cb)
+        # The message's reads so far (references, joined only to locate its end).
+        self._chunks: list[bytes] = []
+        self._fed = 0
+
+    def _feed(self, data: bytes) -> tuple[int, bool]:
+        """Feed `data` to the parser: (offset in `data` where an upgrade paused the
+        parser or -1, whether the parser stopped on something after a complete message).
+        Errors of the message itself are raised as HttpParserError."""
+        self._chunks.append(data)
+        self._fed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            upgrade = True
-            trailing = data[exc.args[0] :]
-        except _BodyTooLarge:
-            raise PayloadTooLarge("request body too large") from None
+            return exc.args[0], False
         except httptools.HttpParserError:
+            if not self._cb.done:
+                raise
+            return -1, True  # the next message began, or broke: not this one's business
+        return -1, False
+
+    def _end_in(self, data: bytes, stopped: bool) -> int:
+        """Offset in `data` (the last read, which completed the message) where the
+        message ends. Without a stop, only empty lines (CR, LF: llhttp skips them without
+        a callback) can follow it; a read that does not end in one ends with the message."""
+        n = len(data)
+        base = self._fed - n  # bytes before `data`: the message was incomplete there
+        low = base
+        if not stopped:
+            run = n - len(data.rstrip(b"\r\n"))
+            if run == 0:
+                return n
+            low = max(base, base + n - run - 1)
+        high = base + n  # complete there; the end is the least complete prefix
+        view = memoryview(data if base == 0 else b"".join(self._chunks))
+        while high - low > 1:  # at most log2(len(data)) parses
+            mid = (low + high) // 2
+            probe = _Probe()
+            with contextlib.suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
+                self._parser_type(probe).feed_data(view[:mid])
+            if probe.done:
+                high = mid
+            else:
+                low = mid
+        return high - base
+
+
+class RequestReader(_MessageReader):
+    """Feed bytes from a client; `feed` returns the first Request once it is complete,
+    with the bytes that followed it in that read as `trailing`. After it, `feed` reads
+    nothing more (one request per connection)."""
+
+    _parser_type = httptools.HttpRequestParser
+
+    def __init__(self, max_head: int = MAX_HEAD_BYTES, max_body: int = MAX_BODY_BYTES) -> None:
+        super().__init__(max_head, max_body)
+        self._headers: Headers | None = None  # set once the head is in, and checked
+
+    def feed(self, data: bytes) -> Request | None:
+        if self._finished:
+            return None
+        if type(data) is not bytes:
+            data = bytes(data)
+        cb = self._cb
+        try:
+            upgrade_at, stopped = self._feed(data)
+        except httptools.HttpParserError as exc:
+            if isinstance(_cause(exc), _BodyTooLarge):
+                raise PayloadTooLarge("request body too large") from None
             raise BadRequest("malformed HTTP request") from None
+        upgrade = upgrade_at >= 0
         if cb.head_bytes > self._max_head:
             raise HeadersTooLarge("request header fields too large")
         if not cb.head_done:
-            self._seen += len(data)
-            if self._seen > self._max_head:
+            if self._fed > self._max_head:
                 raise HeadersTooLarge("request header fields too large")
             return None
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers(cb.headers)
+            self._check_head(headers, upgrade)
         if not (cb.done or upgrade):
+            # Chunk framing carries no body but must be bounded too.
+            if self._fed > self._max_head + 2 * self._max_body:
+                raise PayloadTooLarge("request body too large")
             return None
-        if self._parser.get_http_version() != "1.1":
-            raise BadRequest("HTTP/1.1 required")
+        self._finished = True
+        end = upgrade_at if upgrade else self._end_in(data, stopped)
+        self._chunks = []
         try:
             parsed = httptools.parse_url(cb.url)
         except httptools.HttpParserInvalidURLError:
@@ -199,45 +303,98 @@ class RequestReader:
             target=cb.url.decode("latin-1"),
             path=path,
             query=query,
-            headers=Headers(cb.headers),
+            headers=headers,
             body=bytes(cb.body),
             is_upgrade=upgrade,
-            trailing=trailing,
+            trailing=data[end:],
         )
 
+    def _check_head(self, headers: Headers, upgrade: bool) -> None:
+        """What llhttp lets through but the gateway must refuse, once the head is in."""
+        version = self._parser.get_http_version()
+        chunked = headers.count("transfer-encoding") > 0
+        length = _length(headers.get("content-length"))  # llhttp allows one, digits only
+        if upgrade:
+            if version != "1.1":
+                # RFC 6455 §4.1: the opening handshake is an HTTP/1.1 GET (and RFC 9110
+                # §7.8 has an HTTP/1.0 server ignore Upgrade): 400, as §4.2.1 suggests.
+                raise BadRequest("a WebSocket upgrade needs HTTP/1.1")
+            if chunked or length:
+                # llhttp skips an upgrade's body: it would be taken as WebSocket data.
+                raise BadRequest("an upgrade request has no body")
+        elif version not in ("1.1", "1.0"):
+            raise BadRequest("HTTP/1.1 or HTTP/1.0 required")
+        elif chunked and version == "1.0":
+            # RFC 9112 §6.1: the framing of an HTTP/1.0 message with Transfer-Encoding is
+            # faulty.
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        elif length > self._max_body:
+            raise PayloadTooLarge("request body too large")
 
-class ResponseReader:
-    """Feed bytes from a backend; `feed` returns the Response once its head is complete."""
+
+def _length(value: str | None) -> int:
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest("malformed Content-Length") from None
+
+
+# Interim (1xx) responses a backend may send before its 101 (RFC 9110 §15.2).
+MAX_INTERIM_RESPONSES = 8
+
+
+class ResponseReader(_MessageReader):
+    """Feed bytes from a backend; `feed` returns the Response once its head is complete
+    (interim 1xx responses other than 101 are skipped). After a 101, `trailing` is what
+    followed its head in that read: WebSocket data from the backend."""
+
+    _parser_type = httptools.HttpResponseParser
 
     def __init__(self, max_head: int = MAX_HEAD_BYTES) -> None:
-        self._cb = _Collector(0)
-        self._parser = httptools.HttpResponseParser(self._cb)
-        self._seen = 0
-        self._max_head = max_head
+        super().__init__(max_head, 0)  # the body of a refusal is of no interest
+        self._interim = 0
 
     def feed(self, data: bytes) -> Response | None:
-        trailing = b""
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            trailing = data[exc.args[0] :]
-        except _BodyTooLarge:
-            pass  # the body of a refusal is of no interest: the head is complete
-        except httptools.HttpParserError:
-            raise BadRequest("malformed HTTP response") from None
-        if self._cb.head_bytes > self._max_head:
-            raise BadRequest("response header fields too large")
-        if not self._cb.head_done:
-            self._seen += len(data)
-            if self._seen > self._max_head:
-                raise BadRequest("response header fields too large")
+        if self._finished:
             return None
-        return Response(
-            status=self._parser.get_status_code(),
-            reason=self._cb.status.decode("latin-1"),
-            headers=Headers(self._cb.headers),
-            trailing=trailing,
-        )
+        if type(data) is not bytes:
+            data = bytes(data)
+        while True:  # once per interim response in `data`: bounded by their number
+            cb = self._cb
+            try:
+                upgrade_at, stopped = self._feed(data)
+            except httptools.HttpParserError:
+                if not cb.head_done:
+                    raise BadRequest("malformed HTTP response") from None
+                upgrade_at, stopped = -1, False  # in a final response's body: ignored
+            if cb.head_bytes > self._max_head:
+                raise BadRequest("response header fields too large")
+            if not cb.head_done:
+                if self._fed > self._max_head:
+                    raise BadRequest("response header fields too large")
+                return None
+            status = self._parser.get_status_code()
+            if not (100 <= status < 200 and status != 101):
+                self._finished = True
+                self._chunks = []
+                return Response(
+                    status=status,
+                    reason=cb.status.decode("latin-1"),
+                    headers=Headers(cb.headers),
+                    trailing=data[upgrade_at:] if upgrade_at >= 0 else b"",
+                )
+            self._interim += 1
+            if self._interim > MAX_INTERIM_RESPONSES:
+                raise BadRequest("too many interim responses")
+            if not cb.done:
+                return None
+            rest = data[self._end_in(data, stopped) :]
+            self._begin()
+            if not rest:
+                return None
+            data = rest
 
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}

@@ -89,7 +89,7 @@ def test_yaml_unknown_field_lists_the_known_ones(cwd: Path) -> None:
     write(cwd / "wsgw.yaml", "security:\n  zzz: 1\n")
     assert problems_of("wsgw.yaml") == [
         "wsgw.yaml:2: unknown field 'zzz' (expected one of: signing_key_file, token_ttl_s,"
-        " issuer) - at $.security"
+        " issuer, token_failures) - at $.security"
     ]
 
 
@@ -104,7 +104,7 @@ def test_yaml_bad_pattern_explained(cwd: Path) -> None:
     write(cwd / "wsgw.yaml", GOOD_CONFIG.replace("context: /chat", "context: /chat/"))
     assert problems_of("wsgw.yaml") == [
         "wsgw.yaml:10: Expected a path like /chat: starts with '/', no trailing '/', no '//',"
-        " no query, got '/chat/' - at $.apis[0].context"
+        " no query, no '%', ';' or '.'/'..' segment, got '/chat/' - at $.apis[0].context"
     ]
 
 
@@ -472,3 +472,21 @@ def test_nested_rule_path_joined_with_struct_path(cwd: Path) -> None:
     assert problems_of("wsgw.yaml") == [
         "wsgw.yaml:14: tier 'Gold' is listed twice - at $.apis[0].tiers[1]"
     ]
+
+
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("wsgw.yaml", "apis: &a [*a]\n", "wsgw.yaml:1: YAML alias refers to its own anchor"),
+        ("wsgw.yaml", "gateway: &g {x: *g}\n", "wsgw.yaml:1: YAML alias refers to its own anchor"),
+        ("wsgw.yaml", "[" * 5000 + "]" * 5000, "wsgw.yaml: nested too deeply"),
+        ("wsgw.json", "[" * 5000 + "]" * 5000, "wsgw.json: nested too deeply"),
+        ("wsgw.toml", "a = " + "[" * 5000 + "]" * 5000, "wsgw.toml: nested too deeply"),
+    ],
+)
+def test_self_referring_and_deep_documents_are_config_errors(
+    cwd: Path, name: str, text: str, expected: str
+) -> None:
+    # Both made the loaders recurse without end (RecursionError) before.
+    write(cwd / name, text)
+    assert problems_of(name) == [expected]

@@ -148,12 +148,15 @@ def test_booleans_are_not_numbers() -> None:
     assert "got `bool`" in error({"gateway": {"max_message_bytes": True}})
 
 
-@pytest.mark.parametrize("context", ["/chat", "/a/b", "/v1.0/chat-x"])
+@pytest.mark.parametrize("context", ["/chat", "/a/b", "/v1.0/chat-x", "/.well-known", "/a/...b"])
 def test_context_accepted(context: str) -> None:
     assert config(apis=[api(context=context)]).apis[0].context == context
 
 
-@pytest.mark.parametrize("context", ["chat", "/", "/chat/", "/a//b", "/chat?x=1", "/c#f", ""])
+@pytest.mark.parametrize(
+    "context",
+    ["chat", "/", "/chat/", "/a//b", "/chat?x=1", "/c#f", "", "/..", "/a/./b", "/%41pi", "/a;b"],
+)
 def test_context_rejected(context: str) -> None:
     assert error({"apis": [api(context=context)]}).endswith("- at `$.apis[0].context`")
 
@@ -370,3 +373,58 @@ def test_tier_directions(count: str, client: bool, backend: bool) -> None:
     tier = Tier(count=count, on_limit="close", backend_on_limit="drop")
     assert (tier.counts(True), tier.counts(False)) == (client, backend)
     assert (tier.action(True), tier.action(False)) == ("close", "drop")
+
+
+def test_token_failures_defaults() -> None:
+    f = GatewayConfig().security.token_failures
+    assert (f.per_address, f.per_client_id, f.window_s, f.max_tracked) == (10, 5, 60.0, 10_000)
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "good"),
+    [
+        ("per_address", -1, 0),
+        ("per_address", 1001, 1000),
+        ("per_client_id", -1, 0),
+        ("per_client_id", 1001, 1),
+        ("window_s", 0, 0.5),
+        ("window_s", 86401, 86400),
+        ("max_tracked", 99, 100),
+        ("max_tracked", 1_000_001, 1_000_000),
+    ],
+)
+def test_token_failures_bounds(field: str, bad: Any, good: Any) -> None:
+    section = config(security={"token_failures": {field: good}}).security.token_failures
+    assert getattr(section, field) == good
+    where = f"- at `$.security.token_failures.{field}`"
+    assert error({"security": {"token_failures": {field: bad}}}).endswith(where)
+
+
+def test_token_failures_unknown_field() -> None:
+    raw = {"security": {"token_failures": {"per_ip": 3}}}
+    assert "unknown field `per_ip`" in error(raw)
+
+
+def test_listener_limit_defaults() -> None:
+    g = GatewayConfig().gateway
+    assert (g.max_admin_connections, g.max_pending_per_address) == (64, 32)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_admin_connections", 0, "Expected `int` >= 1"),
+        ("max_admin_connections", 4097, "Expected `int` <= 4096"),
+        ("max_pending_per_address", -1, "Expected `int` >= 0"),
+        ("max_pending_per_address", 1_000_001, "Expected `int` <= 1000000"),
+        ("max_pending_per_address", 2.5, "Expected `int`, got `float`"),
+    ],
+)
+def test_listener_limit_bounds(field: str, value: object, message: str) -> None:
+    problem = error({"gateway": {field: value}})
+    assert message in problem and f"$.gateway.{field}" in problem
+
+
+def test_pending_per_address_zero_means_no_limit() -> None:
+    g = config(gateway={"max_pending_per_address": 0, "max_admin_connections": 4096}).gateway
+    assert (g.max_pending_per_address, g.max_admin_connections) == (0, 4096)

@@ -101,6 +101,13 @@ def _read_document(path: str | os.PathLike[str], missing_hint: str = "") -> _Doc
         raise ConfigError([f"{display}: file not found{missing_hint}"]) from None
     except OSError as exc:
         raise ConfigError([f"{display}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        return _parse(display, suffix, raw)
+    except RecursionError:  # every parser recurses once per level of nesting
+        raise ConfigError([f"{display}: nested too deeply"]) from None
+
+
+def _parse(display: str, suffix: str, raw: bytes) -> _Document:
     if suffix == ".json":
         return _parse_json(display, raw)
     try:
@@ -135,9 +142,38 @@ def _parse_yaml(display: str, text: str) -> _Document:
         raise ConfigError([f"{where}: YAML syntax error: {exc.problem}{context}{column}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{display}: YAML syntax error: {exc}"]) from None
+    _refuse_recursive_aliases(display, root)
     doc = _Document(display, data, root)
     doc.problems = _duplicate_keys(doc)
     return doc
+
+
+def _refuse_recursive_aliases(display: str, root: yaml.Node | None) -> None:
+    """An alias inside its own anchor (``a: &x [*x]``) makes the data contain itself, which
+    no field can hold; walking it would never end. Found without recursion."""
+    if root is None:
+        return
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    on_path: set[int] = set()
+    done: set[int] = set()
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            done.add(id(node))
+            continue
+        if id(node) in on_path:
+            line = node.start_mark.line + 1
+            raise ConfigError([f"{display}:{line}: YAML alias refers to its own anchor"])
+        if id(node) in done or isinstance(node, yaml.ScalarNode):
+            continue
+        on_path.add(id(node))
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend(((value, False), (key, False)))
+        else:
+            stack.extend((item, False) for item in node.value)
 
 
 def _parse_toml(display: str, text: str) -> _Document:
@@ -170,7 +206,7 @@ def _parse_json(display: str, raw: bytes) -> _Document:
     # JSON is (nearly) YAML, so the YAML node tree gives line numbers; best effort only.
     try:
         doc.root, _ = _compose(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
         doc.root = None
     if doc.root is not None:
         doc.problems = _duplicate_keys(doc)

@@ -47,8 +47,10 @@ HOST_PORT_RE = rf"^{_HOST}:{_PORT}$"
 # No ':' (the CLI splits API:VERSION on it) and no '/' or spaces (names appear in paths).
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 VERSION_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
-# One or more non-empty segments: starts with '/', no '//', no trailing '/', no query.
-CONTEXT_RE = r"^(?:/[^/?#\s]+)+$"
+# One or more non-empty segments: starts with '/', no '//', no trailing '/', no query; each
+# segment as a normalised request path has it (pipeline/paths.py): unreserved characters and
+# sub-delimiters, no '%' escape, no ';', and no '.' or '..' segment.
+CONTEXT_RE = r"^(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+$"
 WS_URL_RE = r"^wss?://[^\s/?#]+(?:[/?][^\s#]*)?$"
 REDIS_URL_RE = r"^(?:redis|rediss|unix)://\S*$"
 # URL-safe characters only: consumer keys travel in HTTP Basic auth, where ':' splits.
@@ -60,7 +62,8 @@ PATTERN_HELP: dict[str, str] = {
     HOST_PORT_RE: "HOST:PORT, e.g. 127.0.0.1:9099 or [::1]:9099, port 0-65535",
     NAME_RE: "1-64 letters, digits, '_', '.', '-', starting with a letter or digit",
     VERSION_RE: "1-32 letters, digits, '_', '.', '-', starting with a letter or digit",
-    CONTEXT_RE: "a path like /chat: starts with '/', no trailing '/', no '//', no query",
+    CONTEXT_RE: "a path like /chat: starts with '/', no trailing '/', no '//', no query, "
+    "no '%', ';' or '.'/'..' segment",
     WS_URL_RE: "a ws:// or wss:// URL with a host, e.g. ws://127.0.0.1:7001/chat",
     REDIS_URL_RE: "a redis://, rediss:// or unix:// URL",
     CONSUMER_KEY_RE: "letters, digits, '.', '_', '~', '-'",
@@ -81,6 +84,10 @@ NonNegativeInt = Annotated[int, Meta(ge=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 ControlRate = Annotated[int, Meta(ge=0, le=1_000_000, description="per second; 0: no limit")]
+AdminConnections = Annotated[int, Meta(ge=1, le=4096, description="open at once")]
+PendingPerAddress = Annotated[
+    int, Meta(ge=0, le=1_000_000, description="per client address; 0: no limit")
+]
 ConsumerKey = Annotated[str, Meta(pattern=CONSUMER_KEY_RE)]
 Sha256Hex = Annotated[str, Meta(pattern=SHA256_HEX_RE)]
 
@@ -142,6 +149,12 @@ class Gateway(Base, frozen=True, kw_only=True):
     idle_timeout_s: PositiveFloat = 600
     backend_handshake_timeout_s: PositiveFloat = 10
     close_timeout_s: PositiveFloat = 5
+    # Admin port connections open at once; at the cap the oldest that has sent no request
+    # is closed to make room (503 when none can be).
+    max_admin_connections: AdminConnections = 64
+    # Gateway-port connections one client address may have before their upgrade (request
+    # or backend handshake under way); past it, 429 at accept. 0: no limit.
+    max_pending_per_address: PendingPerAddress = 32
     tls: TlsListener | None = None
     backend_tls: BackendTls = BackendTls()
     redis_url: RedisUrl | None = None
@@ -165,12 +178,26 @@ class Gateway(Base, frozen=True, kw_only=True):
         problems.raise_if_any()
 
 
+class TokenFailures(Base, frozen=True, kw_only=True):
+    """Failed client authentications POST /oauth2/token allows (wsgw/oauth/guard.py): at most
+    `per_address` per client address (IPv6: per /64) and `per_client_id` per client id in any
+    `window_s`; past either, 429 with Retry-After, even for the right secret. 0: no limit."""
+
+    per_address: Annotated[int, Meta(ge=0, le=1000)] = 10
+    per_client_id: Annotated[int, Meta(ge=0, le=1000)] = 5
+    window_s: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    # Keys (addresses, client ids) remembered per limit; past it the least recently failed
+    # key is forgotten.
+    max_tracked: Annotated[int, Meta(ge=100, le=1_000_000)] = 10_000
+
+
 class Security(Base, frozen=True, kw_only=True):
     """Access-token signing."""
 
     signing_key_file: FilePath = "keys/signing.pem"
     token_ttl_s: PositiveInt = 3600
     issuer: NonEmptyStr = "wsgw"
+    token_failures: TokenFailures = TokenFailures()
 
 
 class Tier(Base, frozen=True, kw_only=True):

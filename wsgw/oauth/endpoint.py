@@ -6,6 +6,11 @@ answer: method (405) → content type and form syntax (400 invalid_request) → 
 authentication (401 invalid_client) → grant type (400 invalid_request when missing,
 unsupported_grant_type otherwise). Authenticating before looking at the grant means an
 unauthenticated caller learns nothing beyond "authenticate first".
+
+With a guard (wsgw/oauth/guard.py), a client address or client id past its limit of failed
+authentications gets 429 too_many_requests with Retry-After, decided before the secret is
+looked at (right and wrong secrets get the same answer, and no hashing). Nothing here logs,
+and no answer echoes a client id or a secret.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote_plus
 
 import orjson
 
 from wsgw.oauth.tokens import TokenIssuer
+
+if TYPE_CHECKING:
+    from wsgw.oauth.guard import TokenGuard
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 
@@ -57,6 +66,24 @@ class _OAuthError(Exception):
         self.error = error
         self.description = description  # fixed text written here: never echoes input
         self.challenge = challenge  # add WWW-Authenticate: Basic (RFC 6749 §5.2)
+        self.retry_after = 0  # > 0: add Retry-After (429)
+
+
+class _AuthenticationFailed(_OAuthError):
+    """A secret was checked and did not match (or the client id is unknown)."""
+
+    def __init__(self, challenge: bool, known_client: bool) -> None:
+        # One answer for "unknown client" and "wrong secret": which one is nobody's business.
+        super().__init__(401, "invalid_client", "client authentication failed", challenge)
+        self.known_client = known_client
+
+
+def _too_many_failures(retry_after: int) -> _OAuthError:
+    exc = _OAuthError(
+        429, "too_many_requests", "too many failed client authentications: retry later"
+    )
+    exc.retry_after = retry_after
+    return exc
 
 
 def _invalid_request(description: str) -> _OAuthError:
@@ -73,23 +100,44 @@ def handle_token_request(
     body: bytes,
     lookup_client: Callable[[str], ClientRecord | None],
     issuer: TokenIssuer,
+    *,
+    guard: TokenGuard | None = None,
+    address: str | None = None,
+    on_failure: Callable[[str], None] | None = None,
 ) -> Response:
-    """Answer one token request. ``headers`` has lower-case names."""
+    """Answer one token request. ``headers`` has lower-case names. ``guard`` limits failed
+    authentications per client ``address`` (the peer's IP) and per client id;
+    ``on_failure(reason)`` is told of every error answer: its ``error``, or "blocked"."""
     if method != "POST":
+        if on_failure is not None:
+            on_failure("invalid_request")
         return _respond(
             405, {"error": "invalid_request", "error_description": "use POST"}, [("Allow", "POST")]
         )
     try:
         form = _parse_form(headers, body)
         client_id, secret, via_basic = _client_credentials(headers, form)
-        record = _authenticate(client_id, secret, via_basic, lookup_client)
+        if guard is not None:
+            retry_after = guard.retry_after(address, client_id)
+            if retry_after:
+                raise _too_many_failures(retry_after)
+        try:
+            record = _authenticate(client_id, secret, via_basic, lookup_client)
+        except _AuthenticationFailed as exc:
+            if guard is not None:
+                guard.failed(address, client_id, known=exc.known_client)
+            raise
         grant_type = form.get("grant_type")
         if grant_type is None:
             raise _invalid_request("grant_type is required")
         if grant_type != GRANT_CLIENT_CREDENTIALS:
             raise _OAuthError(400, "unsupported_grant_type", "only client_credentials is supported")
     except _OAuthError as exc:
+        if on_failure is not None:
+            on_failure("blocked" if exc.status == 429 else exc.error)
         extra = [_BASIC_CHALLENGE] if exc.challenge else []
+        if exc.retry_after:
+            extra.append(("Retry-After", str(exc.retry_after)))
         return _respond(
             exc.status, {"error": exc.error, "error_description": exc.description}, extra
         )
@@ -180,5 +228,4 @@ def _authenticate(
     presented = hashlib.sha256(secret.encode("utf-8")).hexdigest().encode("ascii")
     if hmac.compare_digest(presented, expected) and record is not None:
         return record
-    # One answer for "unknown client" and "wrong secret": which one is nobody's business.
-    raise _invalid_client("client authentication failed", challenge=via_basic)
+    raise _AuthenticationFailed(challenge=via_basic, known_client=record is not None)

@@ -223,6 +223,15 @@ class TelemetryCollector(Collector):
         yield dropped
         yield failed
 
+        yield _counter(
+            "wsgw_token_failures_total",
+            "POST /oauth2/token error answers by reason: invalid_request (400, 405), "
+            "invalid_client (401), unsupported_grant_type (400), blocked (429: too many "
+            "failed client authentications from the address or for the client id)",
+            ["reason"],
+            t.token_failures.items(),
+        )
+
         yield from _extra_families(t.collectors)
 
 

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from wsgw import _core
+from wsgw import _core, logs
 from wsgw.config.models import Api
 from wsgw.errors import (
     BadGateway,
@@ -110,6 +110,10 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else "?"
+        # Refused at once when descriptors run short or this address has too many pending.
+        if not self.gw.admit_client(self, transport):
+            self.state = CLOSED
+            return
         self.gw.connections.add(self)
         self.gw.deadlines.arm(self, REQUEST_TIMEOUT_S)
 
@@ -123,6 +127,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # The deadline stays: in CLOSING it also bounds the wait for the backend's TCP close.
         self.client_gone = True
+        self.gw.pending.leave(self)  # if it never upgraded
         # Nothing will drain the backend's writes into the client any more; a backend leg
         # left paused would never read the backend's close reply.
         if self.backend is not None:
@@ -161,10 +166,16 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
 
     # -------------------------------------------------------------------- HTTP
     def _http_data(self, data: bytes) -> None:
-        assert self.reader is not None
+        """One request per connection. The reader returns the first one only; what
+        followed it is WebSocket data after an upgrade request (held, relayed after the
+        101), and after any other request is never read: it is answered, then closed."""
+        reader = self.reader
+        if reader is None:
+            return  # answered or refused already, closing: nothing more is read
         try:
-            request = self.reader.feed(data)
+            request = reader.feed(data)
         except GatewayError as err:
+            self.reader = None
             self._refuse(err)
             return
         if request is None:
@@ -177,7 +188,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             self._hold_early(request.trailing)
             self._handshake_task = self.gw.loop.create_task(self._upgrade(request))
         else:
-            self._answer_plain(request)
+            self._answer_plain(request)  # request.trailing is dropped with the connection
 
     def _hold_early(self, data: bytes) -> None:
         """No frame is relayed before the backend is ready, but the client leg keeps
@@ -191,7 +202,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         """Non-upgrade requests: token endpoint, health check, refusals. One per connection."""
         assert self.transport is not None
         if request.path == "/oauth2/token":
-            status, headers, body = self.gw.token_endpoint(request)
+            status, headers, body = self.gw.token_endpoint(request, self.peer)
             self.transport.write(render_response(status, headers, body))
         elif request.path == "/health":
             if request.method != "GET":
@@ -232,7 +243,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         """The one deadline of this connection's current phase (see deadlines.py)."""
         state = self.state
         if state == HTTP:
-            log.info("request from %s timed out", self.peer)
+            logs.throttled(log).info("request from %s timed out", self.peer)
             self._close_transport()
         elif state == CONNECTING:
             task = self._handshake_task
@@ -330,6 +341,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             return
         config = self.gw.config.gateway
         self.state = OPEN
+        self.gw.pending.leave(self)  # upgraded: no longer pending
         self.started = time.monotonic()
         self.transport.write(handshake.client_switching_protocols(offer, answer))
         # b2c first: a set c2b is what sends chunks down the relay path, which reads both.

@@ -41,6 +41,8 @@ SCOPES = frozenset({"subscription", "application", "api", "connections"})
 ACTIONS = frozenset({"drop", "close", "shape", "refuse"})
 CLOSERS = frozenset({"client", "backend", "gateway"})
 FAILURE_REASONS = frozenset({"refused", "timeout", "bad_handshake", "protocol_error", "vanished"})
+# The error answers of POST /oauth2/token; "blocked" is the 429 of the failure limit.
+TOKEN_FAILURE_REASONS = ("invalid_request", "invalid_client", "unsupported_grant_type", "blocked")
 # The registry's grant for `auth: none` APIs; always a known application.
 ANONYMOUS = "anonymous"
 # RFC 6455 §7.1.5: a connection that ended without a close frame has close code 1006.
@@ -143,6 +145,8 @@ class Telemetry:
         self.handshake: dict[tuple[str, str], Histogram] = {}
         self.duration: dict[tuple[str, str], Histogram] = {}
         self.collectors: list[ExtraCollector] = []
+        # Every reason from 0, so that rate() sees the first failure.
+        self.token_failures: dict[tuple[str], int] = {(r,): 0 for r in TOKEN_FAILURE_REASONS}
 
         sinks: list[Sink] = []
         if events_file:
@@ -481,6 +485,11 @@ class Telemetry:
                 for sink in self.sinks()
             },
         }
+
+    def token_failure(self, reason: str) -> None:
+        """An error answer of POST /oauth2/token, by its `error` or "blocked" (429)."""
+        key = (reason if reason in TOKEN_FAILURE_REASONS else UNKNOWN,)
+        self.token_failures[key] = self.token_failures.get(key, 0) + 1
 
 
 def _add(totals: Totals, key: tuple[str, str, str], counts: tuple[int, ...]) -> None:

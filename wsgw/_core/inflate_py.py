@@ -11,6 +11,7 @@ holds. With ``self_contained=True`` a reference to before the message is an erro
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 OK = 0
 TOO_BIG = 1  # the message inflates to more than the limit
@@ -55,32 +56,81 @@ class InflateMeter:
         z = self._z
         assert z is not None, "start() first"
         pending = bytes(data)
-        while pending and not self._ended:
-            try:
-                out = z.decompress(pending, _SCRATCH)
-            except zlib.error as exc:
-                return REFERS_BACK if "too far back" in str(exc) else INVALID
-            self._inflated += len(out)
-            if limit and self._inflated > limit:
-                return TOO_BIG
+        if not pending:
+            return OK
+        while not self._ended:
+            status, produced = self._inflate(z, pending, limit)
+            if status != OK:
+                return status
             if z.eof:
                 self._ended = True
-                break
             pending = z.unconsumed_tail
-            if not pending and len(out) == _SCRATCH:
-                # The output filled up: zlib may hold more for the same input.
-                while True:
-                    out = z.decompress(b"", _SCRATCH)
-                    self._inflated += len(out)
-                    if limit and self._inflated > limit:
-                        return TOO_BIG
-                    if len(out) < _SCRATCH:
-                        break
+            # Done once the input is used up and the output did not fill (else zlib may
+            # hold more output for the same input: ask again with no new input).
+            if not pending and produced < _SCRATCH:
+                break
         return OK
+
+    def _inflate(self, z: zlib._Decompress, data: bytes, limit: int) -> tuple[int, int]:
+        """One inflate call of at most _SCRATCH bytes of output: (status, bytes written)."""
+        before = z.copy() if limit else None
+        try:
+            out = z.decompress(data, _SCRATCH)
+        except zlib.error as exc:
+            # zlib's C inflate counts what it wrote before the error (inflate.pyx checks the
+            # limit first); decompress() drops it: find out from the copy.
+            written = _written_before_error(before, data) if before is not None else 0
+            self._inflated += written
+            if limit and self._inflated > limit:
+                return TOO_BIG, written
+            return (REFERS_BACK if "too far back" in str(exc) else INVALID), written
+        self._inflated += len(out)
+        if limit and self._inflated > limit:
+            return TOO_BIG, len(out)
+        return OK, len(out)
 
     def finish(self, limit: int = 0) -> int:
         """The message ended: inflate its implied 00 00 ff ff tail; a status."""
         return self.feed(_TAIL, limit)
+
+
+def _written_before_error(z: zlib._Decompress, data: bytes) -> int:
+    """How many bytes one inflate call (at most _SCRATCH of output) writes of ``data``'s
+    output before the error ``data`` holds, as zlib's C inflate counts them.
+
+    decompress() drops what it wrote when it raises, so this asks copies of ``z``: the most
+    output it gives without raising, when the output is bounded (it stops before the next
+    symbol) and when the input is (it stops before the byte that holds the error; zlib also
+    parses a block header with the output full, which the first way misses). Binary searches,
+    only ever on an error's path. One case stays out of reach: symbols that end in the same
+    byte as a bad code that follows a full output; there this can count up to that byte's
+    symbols fewer than inflate.pyx (the status is the same unless that straddles the limit).
+    """
+
+    def largest(hi: int, gives: Callable[[int], int | None]) -> int:
+        lo, best = 0, 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            got = gives(mid)
+            if got is None:
+                hi = mid - 1
+            else:
+                best, lo = max(best, got), mid + 1
+        return best
+
+    def bounded_output(n: int) -> int | None:
+        try:
+            return n if len(z.copy().decompress(data, n)) == n else None
+        except zlib.error:
+            return None
+
+    def bounded_input(k: int) -> int | None:
+        try:
+            return len(z.copy().decompress(data[:k], _SCRATCH))
+        except zlib.error:
+            return None
+
+    return max(largest(_SCRATCH - 1, bounded_output), largest(len(data), bounded_input))
 
 
 def acquire_meter(self_contained: bool) -> InflateMeter:

@@ -104,6 +104,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
         self.close_code: int | None = None
         self.closed_by = "-"
         self._client_failed = False  # the gateway failed the client (RFC 6455 §7.1.7)
+        self._duration_timer: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -399,7 +400,9 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             c2b.set_gate(admission.client_gate)
             b2c.set_gate(admission.backend_gate)
         if admission is not None and admission.max_duration_s is not None:
-            self.gw.loop.call_later(admission.max_duration_s, self._duration_reached)
+            self._duration_timer = self.gw.loop.call_later(
+                admission.max_duration_s, self._duration_reached
+            )
 
     def _duration_reached(self) -> None:
         if self.state == OPEN:
@@ -595,3 +598,18 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, asyncio.Protocol):
             self.state = CLOSED
             self.gw.deadlines.disarm(self)
             self.gw.connections.discard(self)
+            self._release()
+
+    def _release(self) -> None:
+        """Both transports are gone: drop the references that tie this connection's objects
+        into cycles (the legs and each other, the legs and their transports, the handshake
+        task), so that reference counting frees them now; `serve` makes full collections
+        rare. What may still run (a pending call_soon or timer) checks the state first."""
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            backend.transport = None
+        self.transport = None
+        self._handshake_task = None
+        if self._duration_timer is not None:  # it would hold the connection until it fires
+            self._duration_timer.cancel()
+            self._duration_timer = None

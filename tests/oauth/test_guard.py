@@ -13,10 +13,11 @@ import msgspec
 import orjson
 import pytest
 
+from wsgw.addresses import address_key
 from wsgw.config.models import GatewayConfig, TokenFailures
 from wsgw.oauth import endpoint
 from wsgw.oauth.endpoint import ClientRecord, handle_token_request
-from wsgw.oauth.guard import PRUNE_PER_CALL, SlidingLimit, TokenGuard, address_key, client_key
+from wsgw.oauth.guard import PRUNE_PER_CALL, SlidingLimit, TokenGuard, client_key
 from wsgw.oauth.tokens import TokenIssuer
 from wsgw.pipeline.telemetry import Telemetry
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from wsgw.addresses import address_key
 from wsgw.logs import Throttled
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ MAX_KEY_CHARS = 256
 # work per request, and more than the one key a failure can add.
 PRUNE_PER_CALL = 64
 LOG_INTERVAL_S = 60.0
-_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 class SlidingLimit:
@@ -201,24 +200,6 @@ class TokenGuard:
                 labels,
                 limit.evicted,
             )
-
-
-def address_key(address: str | None) -> str | None:
-    """IPv4 as is, IPv6 by /64 (an IPv4-mapped one as IPv4). None for no IP address (the
-    relay's "?" when the socket has no peer name): no address limit then, rather than one
-    shared by every such client. inet_pton, not ipaddress: a microsecond, not tens."""
-    if address is None:
-        return None
-    try:
-        if ":" not in address:
-            socket.inet_pton(socket.AF_INET, address)
-            return address
-        packed = socket.inet_pton(socket.AF_INET6, address.partition("%")[0])
-    except (OSError, ValueError):
-        return None
-    if packed[:12] == _V4_MAPPED:
-        return socket.inet_ntop(socket.AF_INET, packed[12:])
-    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
 
 
 def client_key(client_id: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 
-from wsgw.oauth.guard import address_key
+from wsgw.addresses import address_key
 
 Sample = tuple[str, str, str, dict[str, str], float]
 

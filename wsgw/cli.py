@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from wsgw.names import CONFIG_KEY_TYPES
+
 DEFAULT_CONFIG = "wsgw.yaml"
 
 
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys_sub.add_parser("generate", help="(re)generate an application's consumer key/secret")
     _add_config(p)
     p.add_argument("name", help="application name")
-    p.add_argument("--key-type", choices=["production", "sandbox"], default="production")
+    p.add_argument("--key-type", choices=CONFIG_KEY_TYPES, default="production")
     p.set_defaults(run=_command("wsgw.portal:cmd_keys_generate"))
 
     p = sub.add_parser("subscribe", help="subscribe an application to an API")
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", help="issue an access token locally (operator shortcut)")
     _add_config(p)
     p.add_argument("name", help="application name")
-    p.add_argument("--key-type", choices=["production", "sandbox"], default="production")
+    p.add_argument("--key-type", choices=CONFIG_KEY_TYPES, default="production")
     p.set_defaults(run=_command("wsgw.oauth.commands:cmd_token"))
 
     p = sub.add_parser("echo", help="run an echo WebSocket backend")

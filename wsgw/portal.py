@@ -26,7 +26,6 @@ from wsgw.config.loader import (
     load_subscriptions,
 )
 from wsgw.config.models import (
-    KEY_TYPES,
     NAME_RE,
     PATTERN_HELP,
     Application,
@@ -37,6 +36,7 @@ from wsgw.config.models import (
     Subscriptions,
 )
 from wsgw.errors import ConfigError
+from wsgw.names import CONFIG_KEY_TYPES
 
 __all__ = [
     "cmd_app_create",
@@ -76,8 +76,8 @@ def create_app(config: GatewayConfig, name: str) -> None:
 def generate_keys(config: GatewayConfig, name: str, key_type: str) -> tuple[str, str]:
     """Issue a new consumer key and secret for ``key_type``; returns (key, secret).
     Replaces any previous pair of that type, so the old secret stops working."""
-    if key_type not in KEY_TYPES:
-        raise ValueError(f"key type must be one of {', '.join(KEY_TYPES)}, not {key_type!r}")
+    if key_type not in CONFIG_KEY_TYPES:
+        raise ValueError(f"key type must be one of {', '.join(CONFIG_KEY_TYPES)}, not {key_type!r}")
     consumer_secret = secrets.token_urlsafe(32)
     consumer_key = ""
 
@@ -87,8 +87,8 @@ def generate_keys(config: GatewayConfig, name: str, key_type: str) -> tuple[str,
         used = {
             keys.consumer_key
             for other in subs.applications
-            for keys in (other.keys.production, other.keys.sandbox)
-            if keys is not None
+            for kind in CONFIG_KEY_TYPES
+            if (keys := getattr(other.keys, kind)) is not None
         }
         for _ in range(_MAX_KEY_ATTEMPTS):
             consumer_key = secrets.token_urlsafe(18)

@@ -11,7 +11,6 @@ from wsgw.config.loader import (
     load_subscriptions,
 )
 from wsgw.config.models import (
-    KEY_TYPES,
     Analytics,
     Api,
     AppKeys,
@@ -30,7 +29,6 @@ from wsgw.config.models import (
 )
 
 __all__ = [
-    "KEY_TYPES",
     "Analytics",
     "Api",
     "AppKeys",

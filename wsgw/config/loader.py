@@ -90,8 +90,8 @@ def _read_document(path: str | os.PathLike[str], missing_hint: str = "") -> _Doc
     if suffix not in _SUFFIXES:
         raise ConfigError(
             [
-                f"{display}: unsupported file type {suffix or '(none)'!r} (use .yaml, .yml, "
-                ".toml or .json)"
+                f"{display}: unsupported file type {suffix or '(none)'!r} "
+                f"(use {', '.join(_SUFFIXES[:-1])} or {_SUFFIXES[-1]})"
             ]
         )
     try:

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from wsgw.names import CONFIG_KEY_TYPES, OnLimitAction
+
 __all__ = [
     "Api",
     "AppKeys",
@@ -35,8 +37,8 @@ __all__ = [
     "TlsListener",
     "PATTERN_HELP",
     "ApiStatus",
-    "KeyType",
-    "KEY_TYPES",
+    "OnLimitAction",
+    "MAX_CONSUMER_KEY_CHARS",
 ]
 
 # --- constrained scalar types -------------------------------------------------------------
@@ -54,7 +56,8 @@ CONTEXT_RE = r"^(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)+$"
 WS_URL_RE = r"^wss?://[^\s/?#]+(?:[/?][^\s#]*)?$"
 REDIS_URL_RE = r"^(?:redis|rediss|unix)://\S*$"
 # URL-safe characters only: consumer keys travel in HTTP Basic auth, where ':' splits.
-CONSUMER_KEY_RE = r"^[A-Za-z0-9._~-]{1,256}$"
+MAX_CONSUMER_KEY_CHARS = 256
+CONSUMER_KEY_RE = rf"^[A-Za-z0-9._~-]{{1,{MAX_CONSUMER_KEY_CHARS}}}$"
 SHA256_HEX_RE = r"^[0-9a-f]{64}$"
 
 # What each pattern means, in words: the loader appends it to msgspec's regex message.
@@ -92,8 +95,7 @@ ConsumerKey = Annotated[str, Meta(pattern=CONSUMER_KEY_RE)]
 Sha256Hex = Annotated[str, Meta(pattern=SHA256_HEX_RE)]
 
 ApiStatus = Literal["CREATED", "PUBLISHED", "BLOCKED", "DEPRECATED", "RETIRED"]
-KeyType = Literal["production", "sandbox"]
-KEY_TYPES: tuple[KeyType, ...] = ("production", "sandbox")
+# wsgw.names.ON_LIMIT_ACTIONS as a type: msgspec needs the Literal to check the field.
 
 
 class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -212,8 +214,8 @@ class Tier(Base, frozen=True, kw_only=True):
     count: Literal["both", "client", "backend"] = "both"
     # What an exhausted limit does to a client's message, and to a backend's: the backend's
     # work is never thrown away unless the tier says so.
-    on_limit: Literal["drop", "close", "shape"] = "drop"
-    backend_on_limit: Literal["drop", "close", "shape"] = "shape"
+    on_limit: OnLimitAction = "drop"
+    backend_on_limit: OnLimitAction = "shape"
 
     def counts(self, from_client: bool) -> bool:
         return self.count == "both" or self.count == ("client" if from_client else "backend")
@@ -239,7 +241,7 @@ class Endpoints(Base, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         problems = _Problems()
-        for key_type in KEY_TYPES:
+        for key_type in CONFIG_KEY_TYPES:
             url = getattr(self, key_type)
             if url is not None:
                 problem = _ws_url_problem(url)
@@ -440,7 +442,7 @@ class Subscriptions(Base, frozen=True, kw_only=True):
                 )
             else:
                 names[app.name] = i
-            for key_type in KEY_TYPES:
+            for key_type in CONFIG_KEY_TYPES:
                 keys = getattr(app.keys, key_type)
                 if keys is None:
                     continue

@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from wsgw.errors import ConfigError
+from wsgw.names import CONFIG_KEY_TYPES, KEY_TYPES, config_key_type
 from wsgw.oauth.keys import generate_signing_key, load_signing_key
 from wsgw.oauth.tokens import TokenIssuer
+
+# The config's spelling of a key type (`--key-type`, the `keys` fields) → the token's.
+_TOKEN_KEY_TYPE = {config_key_type(key_type): key_type for key_type in KEY_TYPES}
 
 
 class CommandError(Exception):
@@ -70,8 +74,10 @@ def issue_token_for(config: Any, subscriptions: Any, name: str, key_type: str) -
     application or its keys do not exist, ConfigError when the signing key is unusable.
     """
     kind = key_type.lower()
-    if kind not in ("production", "sandbox"):
-        raise CommandError(f"key type must be production or sandbox, not {key_type!r}")
+    token_key_type = _TOKEN_KEY_TYPE.get(kind)
+    if token_key_type is None:
+        expected = " or ".join(CONFIG_KEY_TYPES)
+        raise CommandError(f"key type must be {expected}, not {key_type!r}")
     app = next((a for a in subscriptions.applications if a.name == name), None)
     if app is None:
         raise CommandError(f"unknown application {name!r}: create it with `wsgw app create {name}`")
@@ -87,7 +93,7 @@ def issue_token_for(config: Any, subscriptions: Any, name: str, key_type: str) -
     issuer = TokenIssuer(
         load_signing_key(key_file), config.security.issuer, config.security.token_ttl_s
     )
-    return issuer.issue(app.name, kind.upper(), keys.consumer_key)
+    return issuer.issue(app.name, token_key_type, keys.consumer_key)
 
 
 def _now() -> float:

@@ -20,24 +20,33 @@ import binascii
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote_plus
 
 import orjson
 
+from wsgw.http import MAX_BODY_BYTES
 from wsgw.oauth.tokens import TokenIssuer
 
 if TYPE_CHECKING:
     from wsgw.oauth.guard import TokenGuard
 
 Response = tuple[int, list[tuple[str, str]], bytes]
+HeaderList = Sequence[tuple[str, str]]
 
-MAX_BODY_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 16
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
+
+# The `error` of each answer (RFC 6749 §5.2, and 429's); `on_failure` is told the same
+# names, except BLOCKED for a 429.
+INVALID_REQUEST = "invalid_request"
+INVALID_CLIENT = "invalid_client"
+UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+TOO_MANY_REQUESTS = "too_many_requests"
+BLOCKED = "blocked"
 
 # RFC 6749 §5.1: responses with tokens or credentials MUST NOT be cached.
 _BASE_HEADERS = [
@@ -55,18 +64,24 @@ _DUMMY_SECRET_SHA256 = hashlib.sha256(os.urandom(32)).hexdigest().encode("ascii"
 @dataclass(frozen=True, slots=True)
 class ClientRecord:
     application: str
-    key_type: str  # "PRODUCTION" | "SANDBOX"
+    key_type: str  # one of wsgw.names.KEY_TYPES
     consumer_secret_sha256: str  # lower-case hex
 
 
+def _challenge(challenge: bool) -> HeaderList:
+    """WWW-Authenticate: Basic, for a client that tried (or should try) HTTP Basic (§5.2)."""
+    return (_BASIC_CHALLENGE,) if challenge else ()
+
+
 class _OAuthError(Exception):
-    def __init__(self, status: int, error: str, description: str, challenge: bool = False):
+    """An error answer: every one goes out, and is counted, the same way."""
+
+    def __init__(self, status: int, error: str, description: str, headers: HeaderList = ()) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.description = description  # fixed text written here: never echoes input
-        self.challenge = challenge  # add WWW-Authenticate: Basic (RFC 6749 §5.2)
-        self.retry_after = 0  # > 0: add Retry-After (429)
+        self.headers = headers  # besides _BASE_HEADERS
 
 
 class _AuthenticationFailed(_OAuthError):
@@ -74,24 +89,25 @@ class _AuthenticationFailed(_OAuthError):
 
     def __init__(self, challenge: bool, known_client: bool) -> None:
         # One answer for "unknown client" and "wrong secret": which one is nobody's business.
-        super().__init__(401, "invalid_client", "client authentication failed", challenge)
+        super().__init__(401, INVALID_CLIENT, "client authentication failed", _challenge(challenge))
         self.known_client = known_client
 
 
 def _too_many_failures(retry_after: int) -> _OAuthError:
-    exc = _OAuthError(
-        429, "too_many_requests", "too many failed client authentications: retry later"
+    return _OAuthError(
+        429,
+        TOO_MANY_REQUESTS,
+        "too many failed client authentications: retry later",
+        (("Retry-After", str(retry_after)),),
     )
-    exc.retry_after = retry_after
-    return exc
 
 
 def _invalid_request(description: str) -> _OAuthError:
-    return _OAuthError(400, "invalid_request", description)
+    return _OAuthError(400, INVALID_REQUEST, description)
 
 
 def _invalid_client(description: str, challenge: bool) -> _OAuthError:
-    return _OAuthError(401, "invalid_client", description, challenge)
+    return _OAuthError(401, INVALID_CLIENT, description, _challenge(challenge))
 
 
 def handle_token_request(
@@ -107,14 +123,10 @@ def handle_token_request(
 ) -> Response:
     """Answer one token request. ``headers`` has lower-case names. ``guard`` limits failed
     authentications per client ``address`` (the peer's IP) and per client id;
-    ``on_failure(reason)`` is told of every error answer: its ``error``, or "blocked"."""
-    if method != "POST":
-        if on_failure is not None:
-            on_failure("invalid_request")
-        return _respond(
-            405, {"error": "invalid_request", "error_description": "use POST"}, [("Allow", "POST")]
-        )
+    ``on_failure(reason)`` is told of every error answer: its ``error``, or BLOCKED (429)."""
     try:
+        if method != "POST":
+            raise _OAuthError(405, INVALID_REQUEST, "use POST", (("Allow", "POST"),))
         form = _parse_form(headers, body)
         client_id, secret, via_basic = _client_credentials(headers, form)
         if guard is not None:
@@ -131,31 +143,30 @@ def handle_token_request(
         if grant_type is None:
             raise _invalid_request("grant_type is required")
         if grant_type != GRANT_CLIENT_CREDENTIALS:
-            raise _OAuthError(400, "unsupported_grant_type", "only client_credentials is supported")
+            raise _OAuthError(
+                400, UNSUPPORTED_GRANT_TYPE, f"only {GRANT_CLIENT_CREDENTIALS} is supported"
+            )
     except _OAuthError as exc:
         if on_failure is not None:
-            on_failure("blocked" if exc.status == 429 else exc.error)
-        extra = [_BASIC_CHALLENGE] if exc.challenge else []
-        if exc.retry_after:
-            extra.append(("Retry-After", str(exc.retry_after)))
+            on_failure(BLOCKED if exc.status == 429 else exc.error)
         return _respond(
-            exc.status, {"error": exc.error, "error_description": exc.description}, extra
+            exc.status, {"error": exc.error, "error_description": exc.description}, exc.headers
         )
     # "scope" is accepted and ignored: tokens carry no scopes, subscriptions decide access.
     token, expires_in = issuer.issue(record.application, record.key_type, client_id)
     return _respond(200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in})
 
 
-def _respond(
-    status: int, body: dict[str, object], extra: list[tuple[str, str]] | None = None
-) -> Response:
-    return status, [*_BASE_HEADERS, *(extra or ())], orjson.dumps(body)
+def _respond(status: int, body: dict[str, object], extra: HeaderList = ()) -> Response:
+    return status, [*_BASE_HEADERS, *extra], orjson.dumps(body)
 
 
 def _parse_form(headers: dict[str, str], body: bytes) -> dict[str, str]:
     media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != FORM_CONTENT_TYPE:
         raise _invalid_request(f"Content-Type must be {FORM_CONTENT_TYPE}")
+    # The request reader already refuses a larger body (413): this is for callers that
+    # hand one in directly.
     if len(body) > MAX_BODY_BYTES:
         raise _invalid_request("request body too large")
     try:

@@ -31,19 +31,13 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from wsgw.addresses import address_key
+from wsgw.config.models import MAX_CONSUMER_KEY_CHARS, TokenFailures
 from wsgw.logs import Throttled
-
-if TYPE_CHECKING:
-    from wsgw.config.models import TokenFailures
 
 log = logging.getLogger("wsgw.oauth")
 
-# What the consumer key pattern allows (wsgw.config.models.CONSUMER_KEY_RE); longer ids are
-# no consumer key and are tracked by digest.
-MAX_KEY_CHARS = 256
 # Per call, how many aged-out keys a new failure prunes from the head of a map: constant
 # work per request, and more than the one key a failure can add.
 PRUNE_PER_CALL = 64
@@ -118,7 +112,6 @@ class TokenGuard:
         window_s: float = 60.0,
         max_tracked: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
-        log_interval_s: float = LOG_INTERVAL_S,
     ) -> None:
         self.window_s = window_s
         self.clock = clock
@@ -130,7 +123,7 @@ class TokenGuard:
             if per_client_id
             else None
         )
-        self._log = Throttled(log, log_interval_s, clock=clock)
+        self._log = Throttled(log, LOG_INTERVAL_S, clock=clock)
 
     @classmethod
     def from_config(
@@ -203,7 +196,8 @@ class TokenGuard:
 
 
 def client_key(client_id: str) -> str:
-    if len(client_id) <= MAX_KEY_CHARS:
+    """The id itself, or for an id longer than any consumer key, a digest of it."""
+    if len(client_id) <= MAX_CONSUMER_KEY_CHARS:
         return client_id
     digest = hashlib.sha256(client_id.encode("utf-8", "surrogatepass")).hexdigest()
     return f"\x00sha256:{digest}"

@@ -17,9 +17,9 @@ from typing import Any
 import jwt
 
 from wsgw.errors import InvalidToken
+from wsgw.names import KEY_TYPES
 from wsgw.oauth.keys import SigningKey
 
-KEY_TYPES = frozenset({"PRODUCTION", "SANDBOX"})
 MAX_TOKEN_CHARS = 8 * 1024  # ours are ~400; anything this large is not worth a parse
 DEFAULT_CACHE_SIZE = 4096
 
@@ -44,7 +44,7 @@ _DECODE_OPTIONS: Any = {
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     application: str
-    key_type: str  # "PRODUCTION" | "SANDBOX"
+    key_type: str  # one of wsgw.names.KEY_TYPES
     consumer_key: str
     jti: str
     issued_at: int
@@ -71,7 +71,7 @@ class TokenIssuer:
     def issue(self, application: str, key_type: str, consumer_key: str) -> tuple[str, int]:
         """A signed access token for ``application`` and its lifetime in seconds."""
         if key_type not in KEY_TYPES:
-            raise ValueError(f"key_type must be PRODUCTION or SANDBOX, not {key_type!r}")
+            raise ValueError(f"key_type must be {' or '.join(KEY_TYPES)}, not {key_type!r}")
         now = int(self._clock())
         claims = {
             "iss": self._issuer,
@@ -161,9 +161,6 @@ class TokenVerifier:
         if self._is_expired(exp):
             raise InvalidToken(_EXPIRED)
         return TokenClaims(application, key_type, consumer_key, jti, iat, exp)
-
-    def cache_clear(self) -> None:
-        self._cache.clear()
 
 
 def _int_claim(payload: dict[str, Any], name: str) -> int:

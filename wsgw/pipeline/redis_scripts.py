@@ -1,4 +1,4 @@
-"""Lua sources run by the cluster limits (wsgw/pipeline/cluster.py) inside Redis.
+"""Lua sources run by the cluster limits (wsgw/pipeline/cluster/) inside Redis.
 
 Every script reads the clock with Redis TIME, so the gateway processes' clocks never need to
 agree. Redis Lua numbers are doubles and Redis turns a number argument into a string with only

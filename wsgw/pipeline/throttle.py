@@ -7,6 +7,8 @@ Redis URL, the cluster module feeds it leased tokens so that every process share
 The connection gets a `Gate` per direction over the limits that count that direction (a
 tier's `count`), each with that direction's action (`on_limit`, `backend_on_limit`); the codec
 consults it per data frame. With `count: both` the two gates share the same Limits.
+A tier's max_connections is a slot per key, taken at the handshake from a `SlotStore`: this
+process's own counts, or the cluster's (`cluster.slots`) across every process.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from typing import TYPE_CHECKING
 from wsgw import _core
 from wsgw.config.models import Api, Tier
 from wsgw.errors import TooManyRequests
+from wsgw.names import LIMIT_SCOPES, ON_LIMIT_ACTIONS
+from wsgw.pipeline.cluster.slots import LocalSlots, SlotStore
 from wsgw.pipeline.compression import SelfContained
 from wsgw.pipeline.subscription import Grant
 
 if TYPE_CHECKING:
     from wsgw.pipeline.cluster import ClusterLimits
 
-# Declared once, as data: the scope names in checking order. A Gate reports the index.
-SCOPES = ("subscription", "application", "api")
-ACTIONS = {"drop": _core.ACTION_DROP, "close": _core.ACTION_CLOSE, "shape": _core.ACTION_SHAPE}
+SCOPES = LIMIT_SCOPES  # in checking order; a Gate reports the index
+# Each action's Gate code is _core.ACTION_<NAME>: a name without one fails at import.
+ACTIONS: dict[str, int] = {
+    name: getattr(_core, f"ACTION_{name.upper()}") for name in ON_LIMIT_ACTIONS
+}
 ACTION_NAMES = {code: name for name, code in ACTIONS.items()}
 
 
@@ -39,7 +45,7 @@ class Admission:
     max_duration_s: float | None
     scope_labels: tuple[str, ...]  # scope name by Gate scope index
     _slots: list[str] = field(default_factory=list)  # connection-cap keys held
-    _throttle: Throttle | None = None
+    _store: SlotStore | None = None  # where they go back
 
     @property
     def holds_slots(self) -> bool:
@@ -53,16 +59,22 @@ class Admission:
     async def release(self) -> None:
         """Give back the connection slots (exactly once, when the connection ends)."""
         slots, self._slots = self._slots, []
-        if self._throttle is not None:
+        if self._store is not None:
             for key in slots:
-                await self._throttle.release_slot(key)
+                await self._store.release(key)
 
 
 class Throttle:
+    """The limits and connection caps of every connection of this process.
+
+    With a cluster, its limits are leased from Redis and its caps counted across processes
+    (`cluster.slots`); without one, both are local to this process.
+    """
+
     def __init__(self, cluster: ClusterLimits | None = None) -> None:
         self.cluster = cluster
+        self.slots: SlotStore = LocalSlots() if cluster is None else cluster.slots
         self._limits: dict[str, tuple[Tier, _core.Limit]] = {}
-        self._local_connections: dict[str, int] = {}
 
     # ------------------------------------------------------------- per message
     def limit_for(self, key: str, tier: Tier) -> _core.Limit | None:
@@ -88,21 +100,19 @@ class Throttle:
     # ---------------------------------------------------------- per connection
     async def admit(self, grant: Grant, api: Api, api_tier: Tier | None) -> Admission:
         """Take the connection slots and build the gate; 429 when a cap is full."""
-        scoped = [
-            (
-                "subscription",
-                f"sub:{grant.application}:{api.name}:{api.version}",
-                grant.subscription_tier,
-            ),
-            ("application", f"app:{grant.application}", grant.application_tier),
-            ("api", f"api:{api.name}:{api.version}", api_tier),
-        ]
-        admission = Admission(None, None, None, scope_labels=SCOPES, _throttle=self)
+        keys = (
+            f"sub:{grant.application}:{api.name}:{api.version}",
+            f"app:{grant.application}",
+            f"api:{api.name}:{api.version}",
+        )
+        tiers = (grant.subscription_tier, grant.application_tier, api_tier)
+        scoped = list(zip(SCOPES, keys, tiers, strict=True))
+        admission = Admission(None, None, None, scope_labels=SCOPES, _store=self.slots)
         try:
             for scope, key, tier in scoped:
                 if tier is None or tier.max_connections is None:
                     continue
-                if not await self.acquire_slot(key, tier.max_connections):
+                if not await self.slots.acquire(key, tier.max_connections):
                     raise TooManyRequests(
                         f"too many connections ({scope} limit {tier.max_connections})",
                         retry_after_s=1,
@@ -132,29 +142,6 @@ class Throttle:
         admission.backend_gate = _core.Gate(gates[False]) if gates[False] else None
         admission.max_duration_s = min(durations) if durations else None
         return admission
-
-    async def acquire_slot(self, key: str, max_connections: int) -> bool:
-        if self.cluster is not None:
-            return await self.cluster.acquire_connection(key, max_connections)
-        count = self._local_connections.get(key, 0)
-        if count >= max_connections:
-            return False
-        self._local_connections[key] = count + 1
-        return True
-
-    async def release_slot(self, key: str) -> None:
-        if self.cluster is not None:
-            await self.cluster.release_connection(key)
-            return
-        count = self._local_connections.get(key, 0) - 1
-        if count > 0:
-            self._local_connections[key] = count
-        else:
-            self._local_connections.pop(key, None)
-
-    def connections_held(self, key: str) -> int:
-        """Local connection count of a cap key (tests and /stats)."""
-        return self._local_connections.get(key, 0)
 
 
 def _drops(gate: _core.Gate | None) -> bool:

@@ -1,17 +1,18 @@
-"""Prometheus exposition of the gateway's telemetry, built at scrape time.
+"""Prometheus exposition of the recorder's state, built at scrape time.
 
-The telemetry keeps plain ints, dicts and bucket arrays (wsgw/pipeline/telemetry.py); this
+The recorder keeps plain ints, dicts and bucket arrays (wsgw/pipeline/recorder.py); this
 module turns them into metric families only when /metrics is scraped, through a custom
 collector in a registry of our own (the global registry would also export whatever any
 imported library registered). Nothing here runs per message or per connection event.
+
+HANDSHAKE_BUCKETS, DURATION_BUCKETS and Histogram are the recorder's, re-exported: they
+are what the exposition's histograms are made of.
 """
 
 from __future__ import annotations
 
 import logging
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import (
@@ -22,90 +23,39 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-if TYPE_CHECKING:
-    from wsgw.pipeline.telemetry import Telemetry
+from wsgw.pipeline.recorder import (
+    DURATION_BUCKETS,
+    HANDSHAKE_BUCKETS,
+    ExtraCollector,
+    Histogram,
+    Recorder,
+    Totals,
+    by_direction,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "DURATION_BUCKETS",
+    "HANDSHAKE_BUCKETS",
+    "Histogram",
+    "MetricsExporter",
+    "TelemetryCollector",
+]
 
 log = logging.getLogger("wsgw.metrics")
 
 # generate_latest() writes the classic text format (names escaped to underscores), which
 # every Prometheus version reads; say so rather than prometheus_client's newest default.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-# A WebSocket handshake is one TCP connect plus one HTTP round trip to the backend: a
-# millisecond on loopback, seconds when the backend is struggling (the timeout is ~10 s).
-HANDSHAKE_BUCKETS: tuple[float, ...] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-# Connections live from a second (a probe) to hours or days (a dashboard left open).
-DURATION_BUCKETS: tuple[float, ...] = (
-    1.0,
-    5.0,
-    15.0,
-    60.0,
-    300.0,
-    900.0,
-    1800.0,
-    3600.0,
-    7200.0,
-    14400.0,
-    43200.0,
-    86400.0,
-)
-
-# (name, type, help, labels, value) sampled at scrape time from other modules.
-ExtraSample = tuple[str, str, str, dict[str, str], float]
-ExtraCollector = Callable[[], Iterable[ExtraSample]]
-
-
-class Histogram:
-    """A fixed-bucket histogram as a plain list of ints: observe() is a bisect and an add."""
-
-    __slots__ = ("bounds", "counts", "sum", "count")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        # bisect_left: a value equal to a bound belongs to that bucket (le = "less or equal").
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        total = 0
-        for bound, n in zip(self.bounds, self.counts, strict=False):
-            total += n
-            out.append((_bound(bound), total))
-        out.append(("+Inf", self.count))
-        return out
-
-
-def _bound(value: float) -> str:
-    # The "le" label as Prometheus clients write it: 0.005, 1.0, 10.0.
-    return repr(float(value))
+# The label names of the per-direction traffic families.
+TRAFFIC_LABELS = ("api", "version", "application", "direction")
 
 
 class TelemetryCollector(Collector):
-    """Reads a Telemetry's plain state and yields metric families, on each scrape."""
+    """Reads a Recorder's plain state and yields metric families, on each scrape."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
-        self.t = telemetry
+    def __init__(self, recorder: Recorder) -> None:
+        self.t = recorder
 
     def collect(self) -> Iterator[Metric]:
         t = self.t
@@ -125,48 +75,38 @@ class TelemetryCollector(Collector):
             t.connections.items(),
         )
 
-        messages = CounterMetricFamily(
-            "wsgw_messages_total",
-            "Data frames relayed (text, binary, continuation), closed and live connections",
-            labels=["api", "version", "application", "direction"],
+        yield from _per_direction(
+            t.traffic(),
+            CounterMetricFamily(
+                "wsgw_messages_total",
+                "Data frames relayed (text, binary, continuation), closed and live connections",
+                labels=TRAFFIC_LABELS,
+            ),
+            CounterMetricFamily(
+                "wsgw_bytes_total",
+                "Payload bytes of the data frames relayed, closed and live connections",
+                labels=TRAFFIC_LABELS,
+            ),
         )
-        octets = CounterMetricFamily(
-            "wsgw_bytes_total",
-            "Payload bytes of the data frames relayed, closed and live connections",
-            labels=["api", "version", "application", "direction"],
-        )
-        for (api, version, app), (c2b_f, c2b_b, b2c_f, b2c_b) in t.traffic().items():
-            messages.add_metric([api, version, app, "client_to_backend"], c2b_f)
-            messages.add_metric([api, version, app, "backend_to_client"], b2c_f)
-            octets.add_metric([api, version, app, "client_to_backend"], c2b_b)
-            octets.add_metric([api, version, app, "backend_to_client"], b2c_b)
-        yield messages
-        yield octets
-
-        labels = ["api", "version", "application", "direction"]
-        families = (
+        yield from _per_direction(
+            t.compression(),
             CounterMetricFamily(
                 "wsgw_compressed_bytes_total",
                 "Payload bytes of permessage-deflate messages as relayed (on the wire)",
-                labels=labels,
+                labels=TRAFFIC_LABELS,
             ),
             CounterMetricFamily(
                 "wsgw_inflate_input_bytes_total",
                 "Of those, the bytes the gateway inflated: messages that could exceed a size "
                 "limit, or checked for context takeover after a drop",
-                labels=labels,
+                labels=TRAFFIC_LABELS,
             ),
             CounterMetricFamily(
                 "wsgw_inflate_output_bytes_total",
                 "What those bytes inflated to (measured, never kept)",
-                labels=labels,
+                labels=TRAFFIC_LABELS,
             ),
         )
-        for (api, version, app), counts in t.compression().items():
-            for i, direction in enumerate(("client_to_backend", "backend_to_client")):
-                for family, n in zip(families, counts[3 * i : 3 * i + 3], strict=True):
-                    family.add_metric([api, version, app, direction], n)
-        yield from families
         yield _counter(
             "wsgw_message_limit_closes_total",
             "Connections closed for a message over a limit, by direction and limit: "
@@ -235,6 +175,15 @@ class TelemetryCollector(Collector):
         yield from _extra_families(t.collectors)
 
 
+def _per_direction(totals: Totals, *families: CounterMetricFamily) -> tuple[Metric, ...]:
+    """Fill one family per field of the totals' per-direction counts (see by_direction)."""
+    for (api, version, app), counts in totals.items():
+        for direction, values in by_direction(counts):
+            for family, n in zip(families, values, strict=True):
+                family.add_metric([api, version, app, direction], n)
+    return families
+
+
 def _counter(
     name: str, doc: str, labels: list[str], values: Iterable[tuple[Sequence[str], int]]
 ) -> CounterMetricFamily:
@@ -276,9 +225,9 @@ def _extra_families(collectors: list[ExtraCollector]) -> Iterator[Metric]:
 class MetricsExporter:
     """A private registry holding one TelemetryCollector; render() is the /metrics body."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, recorder: Recorder) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(TelemetryCollector(telemetry))
+        self.registry.register(TelemetryCollector(recorder))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,5 @@
-"""Builds the running gateway from its config: listeners, admin server, reloads, shutdown."""
+"""The composition root: config → the runtime bundle (wsgw/services.py), listeners,
+subscription reloads, shutdown. Nothing below this module imports it."""
 
 from __future__ import annotations
 
@@ -9,43 +10,34 @@ import logging
 import signal
 import ssl
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from wsgw import _core
+from wsgw.admin import AdminConnections, AdminProtocol
 from wsgw.config import load_config, load_subscriptions
-from wsgw.config.models import GatewayConfig
-from wsgw.errors import (
-    ConfigError,
-    GatewayError,
-    MethodNotAllowed,
-    NotFound,
-    ServiceUnavailable,
-    TooManyRequests,
-)
+from wsgw.config.models import GatewayConfig, Subscriptions
+from wsgw.errors import ConfigError
 from wsgw.fdlimits import FdBudget, raise_nofile_limit
-from wsgw.http import Request, RequestReader, error_response, json_response, render_response
+from wsgw.http import Request
 from wsgw.logs import Throttled
-from wsgw.oauth.endpoint import handle_token_request
 from wsgw.oauth.guard import TokenGuard
 from wsgw.oauth.keys import load_signing_key
 from wsgw.oauth.tokens import TokenIssuer, TokenVerifier
-from wsgw.pipeline import metrics
+from wsgw.pipeline.accept import REQUEST_TIMEOUT_S, HttpLeg
 from wsgw.pipeline.deadlines import Deadlines
+from wsgw.pipeline.listener import ListenerLimits
 from wsgw.pipeline.pending import PendingConnections
-from wsgw.pipeline.relay import REQUEST_TIMEOUT_S, ClientLeg
 from wsgw.pipeline.route import RouteTable
 from wsgw.pipeline.subscription import SubscriptionRegistry
 from wsgw.pipeline.telemetry import Telemetry
 from wsgw.pipeline.throttle import Throttle
+from wsgw.plain_http import token_exchange
+from wsgw.services import Services, replace
 
 log = logging.getLogger("wsgw")
 
 RELOAD_INTERVAL_S = 1.0
-# An admin connection has as long as a gateway-port one to send its request, and its answer
-# must be read within the same time (from the accept): a scraper that stops reading is cut.
-ADMIN_REQUEST_TIMEOUT_S = REQUEST_TIMEOUT_S
-ADMIN_CLOSE_REASONS = ("timeout", "evicted", "over_cap")
 REFUSAL_LOG_INTERVAL_S = 10.0
 
 
@@ -68,48 +60,90 @@ class Gateway:
         self.config = config
         self.worker = worker
         self.loop = asyncio.get_running_loop()
-        self.routes = RouteTable(config)
-        self.subscriptions_path = Path(config.gateway.subscriptions_file)
+        gw = config.gateway
+        self.subscriptions_path = Path(gw.subscriptions_file)
         self._subscriptions_mtime = self._mtime()
         subscriptions = load_subscriptions(self.subscriptions_path, config)
-        self.registry = SubscriptionRegistry(config, subscriptions)
         signing_key = gateway_signing_key(config)
-        self.issuer = TokenIssuer(signing_key, config.security.issuer, config.security.token_ttl_s)
-        self.verifier = TokenVerifier(signing_key, config.security.issuer)
-        self.backend_ssl = _backend_ssl_context(config)
-        self.connections: set[ClientLeg] = set()
-        self.deadlines = Deadlines(self.loop)
         analytics = config.analytics
-        self.telemetry = Telemetry(
+        telemetry = Telemetry(
             events_file=analytics.events_file,
-            redis_url=config.gateway.redis_url,
+            redis_url=gw.redis_url,
             redis_stream=analytics.redis_stream,
             stream_maxlen=analytics.stream_maxlen,
             buffer_events=analytics.buffer_events,
-            api_labels=[(api.name, api.version) for api in config.apis],
+            api_labels=_api_labels(config),
             application_labels=[app.name for app in subscriptions.applications],
         )
         self.cluster = None
-        if config.gateway.redis_url is not None:
+        if gw.redis_url is not None:
             from wsgw.pipeline.cluster import ClusterLimits
 
-            self.cluster = ClusterLimits(config.gateway.redis_url, config.gateway.redis_failure)
-            self.telemetry.add_collector(self.cluster.collect)
-        self.throttle = Throttle(self.cluster)
-        self.token_guard = TokenGuard.from_config(config.security.token_failures)
-        self.telemetry.add_collector(self.token_guard.collect)
+            self.cluster = ClusterLimits(gw.redis_url, gw.redis_failure)
+            telemetry.add_collector(self.cluster.collect)
+        token_guard = TokenGuard.from_config(config.security.token_failures)
         # Limits at the listeners: descriptors, pending connections per address, admin port.
-        self.fds = FdBudget(config.gateway.max_admin_connections)
-        self.pending = PendingConnections(config.gateway.max_pending_per_address)
-        self.admin_connections: dict[AdminProtocol, None] = {}  # oldest first
-        self.admin_closed = dict.fromkeys(ADMIN_CLOSE_REASONS, 0)
-        self.refusals_log = Throttled(log, REFUSAL_LOG_INTERVAL_S)
-        self.telemetry.add_collector(self.fds.collect)
-        self.telemetry.add_collector(self.pending.collect)
-        self.telemetry.add_collector(self._admin_metrics)
+        listener = ListenerLimits(
+            FdBudget(gw.max_admin_connections),
+            PendingConnections(gw.max_pending_per_address),
+            Throttled(log, REFUSAL_LOG_INTERVAL_S),
+        )
+        self.admin = AdminConnections(gw.max_admin_connections)
+        for collect in (
+            token_guard.collect,
+            listener.fds.collect,
+            listener.pending.collect,
+            self.admin.collect,
+        ):
+            telemetry.add_collector(collect)
         self._background: set[asyncio.Task[object]] = set()
+        self.services = Services(
+            loop=self.loop,
+            settings=gw,
+            routes=RouteTable(config),
+            verifier=TokenVerifier(signing_key, config.security.issuer),
+            issuer=TokenIssuer(signing_key, config.security.issuer, config.security.token_ttl_s),
+            registry=SubscriptionRegistry(config, subscriptions),
+            throttle=Throttle(self.cluster),
+            telemetry=telemetry,
+            token_guard=token_guard,
+            deadlines=Deadlines(self.loop),
+            backend_tls=_backend_ssl_context(config),
+            listener=listener,
+            connections=set(),
+            spawn=self.spawn,
+        )
         self._servers: list[asyncio.Server] = []
         self._reloader: asyncio.Task[None] | None = None
+
+    # What tests and tools read of the running gateway: the current bundle's parts.
+    @property
+    def connections(self) -> set[Any]:
+        return self.services.connections
+
+    @property
+    def registry(self) -> SubscriptionRegistry:
+        return self.services.registry
+
+    @property
+    def issuer(self) -> TokenIssuer:
+        return self.services.issuer
+
+    @property
+    def telemetry(self) -> Telemetry:
+        return self.services.telemetry
+
+    @property
+    def pending(self) -> PendingConnections:
+        return self.services.listener.pending
+
+    @property
+    def fds(self) -> FdBudget:
+        return self.services.listener.fds
+
+    @property
+    def admin_connections(self) -> dict[AdminProtocol, None]:
+        return self.admin.open
 
     # ----------------------------------------------------------------- start
     async def start(self, *, reuse_port: bool = False) -> None:
@@ -119,10 +153,15 @@ class Gateway:
         await self.telemetry.start()
         if self.cluster is not None:
             await self.cluster.start()
+        # Each listener hands every new connection the bundle current at its accept.
         host, port = split_host_port(gw.listen)
         self._servers.append(
             await self.loop.create_server(
-                lambda: ClientLeg(self, False), host, port, backlog=1024, reuse_port=reuse_port
+                lambda: HttpLeg(self.services, False),
+                host,
+                port,
+                backlog=1024,
+                reuse_port=reuse_port,
             )
         )
         if gw.tls is not None:
@@ -131,7 +170,7 @@ class Gateway:
             host, port = split_host_port(gw.tls.listen)
             self._servers.append(
                 await self.loop.create_server(
-                    lambda: ClientLeg(self, True),
+                    lambda: HttpLeg(self.services, True),
                     host,
                     port,
                     ssl=tls_context,
@@ -145,7 +184,11 @@ class Gateway:
         host, port = split_host_port(gw.admin_listen)
         if port:
             port += self.worker  # each worker has its own admin port, scraped alone
-        self._servers.append(await self.loop.create_server(lambda: AdminProtocol(self), host, port))
+        self._servers.append(
+            await self.loop.create_server(
+                lambda: AdminProtocol(self.services, self.admin), host, port
+            )
+        )
         self._reloader = self.loop.create_task(self._watch_subscriptions())
         log.info(
             "wsgw listening on ws://%s%s, admin http://%s, %d APIs, core=%s",
@@ -173,7 +216,7 @@ class Gateway:
         """Stop accepting, close open connections with 1001 on both sides, wait (bounded)."""
         for server in self._servers:
             server.close()
-        for admin in list(self.admin_connections):
+        for admin in list(self.admin.open):
             admin.close("")
         if self._reloader is not None:
             self._reloader.cancel()
@@ -192,51 +235,9 @@ class Gateway:
         if self.cluster is not None:
             await self.cluster.stop()
         await self.telemetry.stop()
-        self.deadlines.close()
+        self.services.deadlines.close()
         self.fds.close()
-        self.refusals_log.flush()
-
-    # ------------------------------------------------------- listener limits
-    def admit_client(self, leg: ClientLeg, transport: asyncio.BaseTransport) -> bool:
-        """At accept, before a gateway-port connection costs anything more. False (the client
-        answered and the connection closed at once) when file descriptors run short, or when
-        its address already has gateway.max_pending_per_address connections not upgraded."""
-        err: GatewayError
-        if self.fds.short(transport):
-            err = ServiceUnavailable("the gateway is at capacity: retry later")
-        elif not self.pending.enter(leg, leg.peer):
-            limit = self.pending.limit
-            self.refusals_log.warning(
-                "connections from %s refused: %d not upgraded yet "
-                "(gateway.max_pending_per_address)",
-                leg.peer,
-                limit,
-            )
-            err = TooManyRequests(f"more than {limit} connections not upgraded from your address")
-        else:
-            return True
-        transport.write(error_response(err))  # type: ignore[attr-defined]
-        transport.close()
-        return False
-
-    def _admin_metrics(self) -> Iterator[tuple[str, str, str, dict[str, str], float]]:
-        yield (
-            "wsgw_admin_connections",
-            "gauge",
-            "Admin port connections open now",
-            {},
-            len(self.admin_connections),
-        )
-        for reason, n in self.admin_closed.items():
-            yield (
-                "wsgw_admin_connections_closed_total",
-                "counter",
-                "Admin connections the gateway closed: timeout (no request, or its answer not "
-                "read, in time), evicted (the oldest without a request, to make room at "
-                "gateway.max_admin_connections), over_cap (503: none could make room)",
-                {"reason": reason},
-                n,
-            )
+        self.services.listener.refusals_log.flush()
 
     # ------------------------------------------------------------- helpers
     def spawn(self, coro) -> None:  # noqa: ANN001
@@ -245,9 +246,11 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def api_tier(self, api):  # noqa: ANN001, ANN201
-        """The tier of an API's own policy (`apis[].throttle`), if any."""
-        return self.config.tiers[api.throttle] if api.throttle is not None else None
+    def token_endpoint(
+        self, request: Request, peer: str | None = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """POST /oauth2/token as the gateway port answers it (plain_http.token_exchange)."""
+        return token_exchange(self.services, request, peer)
 
     # ---------------------------------------------------------- subscriptions
     def _mtime(self) -> int:
@@ -268,134 +271,24 @@ class Gateway:
             self.reload_subscriptions()
 
     def reload_subscriptions(self) -> bool:
+        """A new bundle with the new registry; open connections keep the one they have."""
         try:
             subs = load_subscriptions(self.subscriptions_path, self.config)
         except ConfigError as err:
             log.error("subscriptions not reloaded, keeping the previous ones:\n%s", err)
             return False
-        self.registry = SubscriptionRegistry(self.config, subs)
-        self.telemetry.set_labels(
-            [(api.name, api.version) for api in self.config.apis],
-            [app.name for app in subs.applications],
-        )
+        self.services = replace(self.services, registry=SubscriptionRegistry(self.config, subs))
+        self.telemetry.set_labels(_api_labels(self.config), _application_labels(subs))
         log.info("subscriptions reloaded: %d applications", len(subs.applications))
         return True
 
-    # ----------------------------------------------------------------- oauth
-    def token_endpoint(
-        self, request: Request, peer: str | None = None
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """``peer``: the client's IP address, for the per-address failure limit (None: only
-        the per-client-id limit applies)."""
-        headers = {name: value for name, value in request.headers.items}
-        return handle_token_request(
-            request.method,
-            headers,
-            request.body,
-            self.registry.lookup_client,
-            self.issuer,
-            guard=self.token_guard,
-            address=peer,
-            on_failure=self.telemetry.token_failure,
-        )
 
-    def health(self) -> dict[str, object]:
-        return {"status": "ok", "connections": len(self.connections), "core": _core.IMPLEMENTATION}
+def _api_labels(config: GatewayConfig) -> list[tuple[str, str]]:
+    return [(api.name, api.version) for api in config.apis]
 
 
-class AdminProtocol(asyncio.Protocol):
-    """The admin port: GET /health, /metrics, /stats. One request per connection.
-
-    The request must arrive, and its answer be read, within ADMIN_REQUEST_TIMEOUT_S of the
-    accept (on the deadlines wheel: no timer per connection). At most
-    gateway.max_admin_connections are open at once: at the cap, the oldest connection that
-    has not sent its request is closed to make room, so idle connections cannot lock a
-    health check out; when none can make room, the new connection gets 503."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
-        self.reader: RequestReader | None = RequestReader()  # None once the request is in
-        self.transport: asyncio.Transport | None = None
-        self.deadline_slot = -1  # see deadlines.py
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        gw = self.gw
-        open_now = len(gw.admin_connections)
-        if open_now >= gw.config.gateway.max_admin_connections and not self._make_room():
-            gw.admin_closed["over_cap"] += 1
-            gw.refusals_log.warning(
-                "admin port: %d connections open, all with a request: new ones get 503 "
-                "(gateway.max_admin_connections)",
-                open_now,
-            )
-            self.reader = None
-            refusal = error_response(ServiceUnavailable("too many admin connections"))
-            transport.write(refusal)  # type: ignore[attr-defined]
-            transport.close()
-            return
-        gw.admin_connections[self] = None
-        gw.deadlines.arm(self, ADMIN_REQUEST_TIMEOUT_S)
-
-    def _make_room(self) -> bool:
-        gw = self.gw
-        for conn in gw.admin_connections:  # oldest first; at most the cap
-            if conn.reader is not None:
-                gw.refusals_log.warning(
-                    "admin port: %d connections open (gateway.max_admin_connections): closing "
-                    "the oldest that has not sent its request",
-                    len(gw.admin_connections),
-                )
-                conn.close("evicted")
-                return True
-        return False
-
-    def close(self, reason: str) -> None:
-        """Drop the connection now (counted under `reason` unless empty)."""
-        gw = self.gw
-        if reason:
-            gw.admin_closed[reason] += 1
-        gw.admin_connections.pop(self, None)
-        gw.deadlines.disarm(self)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def deadline_reached(self) -> None:
-        # No complete request in time, or an answer the client does not read.
-        log.debug("admin connection timed out")
-        self.close("timeout")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.gw.admin_connections.pop(self, None)
-        self.gw.deadlines.disarm(self)
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        if self.reader is None:
-            return  # answered (or refused): the rest is ignored
-        try:
-            request = self.reader.feed(data)
-            if request is None:
-                return
-            response = self._answer(request)
-        except GatewayError as err:
-            response = error_response(err)
-        self.reader = None
-        self.transport.write(response)
-        self.transport.close()
-
-    def _answer(self, request: Request) -> bytes:
-        if request.method != "GET":
-            raise MethodNotAllowed("use GET")
-        if request.path == "/health":
-            return json_response(200, self.gw.health())
-        if request.path == "/metrics":
-            return render_response(
-                200, [("Content-Type", metrics.CONTENT_TYPE)], self.gw.telemetry.metrics_text()
-            )
-        if request.path == "/stats":
-            return json_response(200, self.gw.telemetry.stats())
-        raise NotFound("no such admin resource")
+def _application_labels(subscriptions: Subscriptions) -> list[str]:
+    return [app.name for app in subscriptions.applications]
 
 
 def _address(server: asyncio.Server) -> str:

@@ -1,17 +1,39 @@
-"""One error tree. Each error knows how it goes on the wire.
+"""One error tree and the close codes the gateway sends. Each error knows how it goes on
+the wire.
 
 Before the upgrade an error becomes an HTTP response (``http_status``, and a JSON body
-``{"error": error, "message": message}``); after it, a close frame (``close_code``).
-``message`` is written for the peer: never put ``str(exc)`` of a foreign exception in it.
+``{"error": error, "message": message}``); after it, a close frame (``close_code``, with
+``message`` as its reason). ``message`` is written for the peer: never put ``str(exc)`` of a
+foreign exception in it.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+from wsgw.names import CONNECTIONS_SCOPE
+
+
+class CloseCode(IntEnum):
+    """The close codes wsgw uses (RFC 6455 §7.4.1; 1014 from the IANA registry; 4008 is
+    WSO2's, for the drop notice). The codec's own protocol-error codes are members too."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    ABNORMAL_CLOSURE = 1006  # never sent: what a connection without a close frame records
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    BAD_GATEWAY = 1014
+    THROTTLED_OUT = 4008
 
 
 class GatewayError(Exception):
     http_status: int = 500
     error: str = "server_error"
-    close_code: int = 1011  # Internal Error
+    close_code: int = CloseCode.INTERNAL_ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -25,7 +47,7 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     http_status = 400
     error = "bad_request"
-    close_code = 1002
+    close_code = CloseCode.PROTOCOL_ERROR
 
 
 class NotFound(GatewayError):
@@ -63,7 +85,7 @@ class InvalidToken(GatewayError):
 
     http_status = 401
     error = "invalid_token"
-    close_code = 1008  # Policy Violation
+    close_code = CloseCode.POLICY_VIOLATION
 
     def extra_headers(self) -> list[tuple[str, str]]:
         return [("WWW-Authenticate", 'Bearer error="invalid_token"')]
@@ -74,15 +96,17 @@ class Forbidden(GatewayError):
 
     http_status = 403
     error = "forbidden"
-    close_code = 1008
+    close_code = CloseCode.POLICY_VIOLATION
 
 
 class TooManyRequests(GatewayError):
     http_status = 429
     error = "too_many_requests"
-    close_code = 1008
+    close_code = CloseCode.POLICY_VIOLATION
 
-    def __init__(self, message: str, retry_after_s: int = 1, scope: str = "connections") -> None:
+    def __init__(
+        self, message: str, retry_after_s: int = 1, scope: str = CONNECTIONS_SCOPE
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.scope = scope  # which limit refused: subscription | application | api
@@ -96,19 +120,64 @@ class BadGateway(GatewayError):
 
     http_status = 502
     error = "bad_gateway"
-    close_code = 1014  # Bad Gateway
+    close_code = CloseCode.BAD_GATEWAY
 
 
 class GatewayTimeout(GatewayError):
     http_status = 504
     error = "gateway_timeout"
-    close_code = 1014
+    close_code = CloseCode.BAD_GATEWAY
 
 
 class ServiceUnavailable(GatewayError):
     http_status = 503
     error = "service_unavailable"
-    close_code = 1001
+    close_code = CloseCode.GOING_AWAY
+
+
+# ---- Why the gateway ends an open connection: each error's close code is the one sent.
+class ConnectionEnded(GatewayError):
+    """The gateway ends an upgraded connection; ``message`` is the close frame's reason."""
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        if close_code is not None:
+            self.close_code = close_code
+
+
+class ProtocolViolation(ConnectionEnded):
+    """A peer broke the protocol or a message limit: the codec's code and reason."""
+
+
+class IdleTimeout(ConnectionEnded):
+    close_code = CloseCode.GOING_AWAY
+
+
+class ShuttingDown(ConnectionEnded):
+    close_code = CloseCode.GOING_AWAY
+
+
+class PeerGone(ConnectionEnded):
+    """The other side went away without a close frame: this side is told 1001."""
+
+    close_code = CloseCode.GOING_AWAY
+
+
+class DurationReached(ConnectionEnded):
+    close_code = CloseCode.NORMAL_CLOSURE
+
+
+class RateLimitExceeded(ConnectionEnded):
+    """`on_limit: close`."""
+
+    close_code = CloseCode.POLICY_VIOLATION
+
+
+class BackendFailed(ConnectionEnded):
+    """The backend broke the protocol, sent a message over its limit, or vanished: the
+    client is told 1014."""
+
+    close_code = CloseCode.BAD_GATEWAY
 
 
 class ConfigError(Exception):

@@ -386,6 +386,7 @@ def test_meter_reused_after_a_refusal(impl: Impl, kind: str) -> None:
         "too big": ([frame(2, deflated(rep(50_000)), rsv=RSV1)], 1009),
         "refers back": ([frame(2, p, rsv=RSV1) for p in context_stream(True)[1][:2]], 1002),
     }[kind]
+
     def new_relay() -> Any:  # one that inflates its next message
         return after_a_drop(impl, False) if sc else relay_of(impl, False, max_message_bytes=3000)
 

@@ -95,7 +95,7 @@ def test_backend_frames_reach_the_client_verbatim(impl: Impl) -> None:
 
 def test_nothing_is_forwarded_after_a_close_went_out(impl: Impl) -> None:
     client, backend, log = make_pair(impl)
-    client.backend_close_sent = True
+    backend.close_sent = True
     client.data_received(client_frame(1, b"late"))
     assert backend.transport.written == []
     client.client_close_sent = True

@@ -239,7 +239,8 @@ async def test_backend_ignoring_server_no_context_takeover_gets_502(
         offers.append(headers.get("sec-websocket-extensions", ""))
         writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + ws_accept(headers["sec-websocket-key"]).encode()
+            b"Sec-WebSocket-Accept: "
+            + ws_accept(headers["sec-websocket-key"]).encode()
             + b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
         )
         await writer.drain()

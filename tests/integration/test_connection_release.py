@@ -13,6 +13,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from wsgw.pipeline.accept import HttpLeg
 from wsgw.pipeline.relay import ClientLeg
 
 from .conftest import Env
@@ -29,14 +30,21 @@ def no_collector() -> object:
 
 
 async def test_ended_connections_leave_no_cycles(env: Env, no_collector: object) -> None:
-    legs: list[weakref.ref] = []
-    original = ClientLeg.connection_made
+    legs: list[weakref.ref] = []  # every accepted connection's HTTP leg
+    relayed: list[weakref.ref] = []  # the relay legs of the upgraded ones
+    original = HttpLeg.connection_made
+    original_init = ClientLeg.__init__
 
-    def track(self: ClientLeg, transport: asyncio.BaseTransport) -> None:
+    def track(self: HttpLeg, transport: asyncio.BaseTransport) -> None:
         legs.append(weakref.ref(self))
         original(self, transport)
 
-    ClientLeg.connection_made = track  # type: ignore[method-assign]
+    def track_relay(self: ClientLeg, *args: object) -> None:
+        relayed.append(weakref.ref(self))
+        original_init(self, *args)  # type: ignore[arg-type]
+
+    HttpLeg.connection_made = track  # type: ignore[method-assign]
+    ClientLeg.__init__ = track_relay  # type: ignore[method-assign]
     try:
         for i in range(10):  # a clean close, from each side
             async with connect(env.url, additional_headers=env.auth()) as ws:
@@ -52,7 +60,8 @@ async def test_ended_connections_leave_no_cycles(env: Env, no_collector: object)
                 await connect(env.url)
         await asyncio.sleep(0.5)  # every leg ends
     finally:
-        ClientLeg.connection_made = original  # type: ignore[method-assign]
-    assert len(legs) == 20
-    alive = [ref() for ref in legs if ref() is not None]
-    assert alive == [], f"{len(alive)} of 20 connections only a full collection would free"
+        HttpLeg.connection_made = original  # type: ignore[method-assign]
+        ClientLeg.__init__ = original_init  # type: ignore[method-assign]
+    assert (len(legs), len(relayed)) == (20, 15)
+    alive = [ref() for ref in legs + relayed if ref() is not None]
+    assert alive == [], f"{len(alive)} of 35 legs only a full collection would free"

@@ -24,7 +24,7 @@ import yaml
 from websockets.asyncio.client import connect
 
 from tests.tls_support import self_signed_certificate
-from wsgw import app
+from wsgw import admin
 from wsgw.oauth.keys import generate_signing_key
 from wsgw.pipeline.flow import CONNECTING
 from wsgw.tools.echo import start_echo_server
@@ -106,7 +106,7 @@ def anonymous(raw: dict) -> None:
 async def test_idle_admin_connection_is_closed_after_the_request_timeout(
     make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app, "ADMIN_REQUEST_TIMEOUT_S", 0.5, raising=False)
+    monkeypatch.setattr(admin, "ADMIN_REQUEST_TIMEOUT_S", 0.5)
     env = await make_gateway()
     idle = await open_from(env.gateway.admin_address)
     partial = await open_from(env.gateway.admin_address)

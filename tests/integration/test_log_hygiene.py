@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from wsgw import logs
-from wsgw.pipeline import relay
+from wsgw.pipeline import accept
 
 from .backends import TIMEOUT
 from .conftest import Env
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("no_tracebacks")
 
 @pytest.fixture
 def relay_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[logs.Throttled]:
-    """The relay's throttled log, fresh, with a short interval (the process keeps one)."""
-    throttled = logs.throttled(relay.log)
+    """The HTTP leg's throttled log, fresh, with a short interval (the process keeps one)."""
+    throttled = logs.throttled(accept.log)
     throttled.reset()
     monkeypatch.setattr(throttled, "interval_s", 0.5)
     yield throttled
@@ -38,7 +38,7 @@ async def test_request_timeouts_are_one_line_and_a_summary(
     first times out, one summary when the interval ends; not 20 lines. (20: under
     gateway.max_pending_per_address, so that none is refused at accept.)"""
     caplog.set_level(logging.INFO, logger="wsgw")
-    monkeypatch.setattr("wsgw.pipeline.relay.REQUEST_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("wsgw.pipeline.accept.REQUEST_TIMEOUT_S", 0.2)
     host, _, port = env.gateway.address.rpartition(":")
     conns = [await asyncio.open_connection(host, int(port)) for _ in range(20)]
     for reader, _ in conns:  # the gateway closes each one

@@ -447,7 +447,7 @@ async def test_request_that_never_completes_is_dropped(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client that opens a connection and trickles (or sends nothing) does not hold it."""
-    monkeypatch.setattr("wsgw.pipeline.relay.REQUEST_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("wsgw.pipeline.accept.REQUEST_TIMEOUT_S", 0.3)
     host, _, port = env.gateway.address.rpartition(":")
     for partial in (b"", b"GET /echowebsocket/1.0 HTTP/1.1\r\nHost: x\r\n"):
         reader, writer = await asyncio.open_connection(host, int(port))

@@ -15,6 +15,7 @@ cdef class ClientLegCore:
 
     def data_received(self, data):
         cdef FrameRelay relay = self.c2b
+        cdef BackendLegCore backend
         cdef int event
         cdef object out
         if relay is None:
@@ -23,9 +24,9 @@ cdef class ClientLegCore:
         self.activity += 1
         event = relay.process(data)
         out = relay.take_output()
-        if out is not None and not self.backend_close_sent:
-            backend = self.backend
-            if backend is not None and backend.transport is not None:
+        backend = self.backend
+        if out is not None and backend is not None and not backend.close_sent:
+            if backend.transport is not None:
                 backend.transport.write(out)
         if event or relay.dropped_messages + self.b2c.dropped_messages != self.drops_seen:
             self.client_event(event)

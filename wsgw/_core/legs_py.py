@@ -20,10 +20,8 @@ class ClientLegCore:
     backend: BackendLegCore | None = None
     c2b: FrameRelay | None = None  # both set when the relay starts
     b2c: FrameRelay | None = None
-    client_close_sent = False
+    client_close_sent = False  # close state towards the client (its own)
     client_close_received = False
-    backend_close_sent = False
-    backend_close_received = False
     client_gone = False
     notice_pending = False  # a drop notice waits for a message boundary
     drops_seen = 0  # dropped messages both ways, as last handled
@@ -37,10 +35,14 @@ class ClientLegCore:
         self.activity += 1
         event = relay.process(data)
         out = relay.take_output()
-        if out is not None and not self.backend_close_sent:
-            backend = self.backend
-            if backend is not None and backend.transport is not None:
-                backend.transport.write(out)
+        backend = self.backend
+        if (
+            out is not None
+            and backend is not None
+            and not backend.close_sent
+            and backend.transport is not None
+        ):
+            backend.transport.write(out)
         assert self.b2c is not None
         if event or relay.dropped_messages + self.b2c.dropped_messages != self.drops_seen:
             self.client_event(event)
@@ -59,8 +61,10 @@ class BackendLegCore:
     """State and per-chunk path of the gateway's connection to the backend."""
 
     transport: Any = None  # the backend's
-    client: ClientLegCore
+    client: ClientLegCore | None = None  # set with the relay
     relay: FrameRelay | None = None  # the client leg's b2c, once the relay starts
+    close_sent = False  # close state towards the backend (its own)
+    close_received = False
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
@@ -68,6 +72,7 @@ class BackendLegCore:
             self.data_before_relay(data)
             return
         client = self.client
+        assert client is not None  # set with the relay
         client.activity += 1
         event = relay.process(data)
         out = relay.take_output()

@@ -1,37 +1,43 @@
 """The backend leg: the gateway's WebSocket client connection to a backend.
 
-It reads the backend's answer to the upgrade, then relays the backend's frames through its
-FrameRelay to the client. Every decision is its ClientLeg's, to which it reports.
+During the handshake it reads the backend's answer to the upgrade for the HTTP leg (its
+`handshake` future). Once the relay starts it relays the backend's frames through its
+FrameRelay to the client, and reports every event to the client's relay leg, which
+decides. It owns the close state of the backend's side and sends its close frames.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from wsgw import _core
 from wsgw.errors import BadGateway, GatewayError
 from wsgw.http import Response, ResponseReader
-from wsgw.pipeline.flow import EARLY_BYTES_MAX, PAUSE_BACKPRESSURE, PAUSE_HANDSHAKE, mid_frame
+from wsgw.pipeline.flow import (
+    EARLY_BYTES_MAX,
+    PAUSE_BACKPRESSURE,
+    PAUSE_HANDSHAKE,
+    ReadPauses,
+    RelayOwner,
+    mid_frame,
+)
 
-if TYPE_CHECKING:
-    from wsgw.pipeline.relay import ClientLeg
 
+class BackendLeg(_core.BackendLegCore, ReadPauses, asyncio.Protocol):
+    """The gateway's connection to a backend."""
 
-class BackendLeg(_core.BackendLegCore, asyncio.Protocol):
-    """The gateway's connection to a backend; it reports everything to its ClientLeg."""
+    # The client's relay leg, from start_relay on (the base class types it as its core).
+    client: RelayOwner | None  # type: ignore[assignment]
 
-    client: ClientLeg
-
-    def __init__(self, client: ClientLeg) -> None:
-        self.client = client
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = None
         self.transport: asyncio.Transport | None = None
-        self.handshake: asyncio.Future[Response] = client.gw.loop.create_future()
+        self.handshake: asyncio.Future[Response] = loop.create_future()
         self.reader: ResponseReader | None = ResponseReader()
         self.relay: _core.FrameRelay | None = None
         self.alive = False
         self.paused = 0
-        # Frames the backend sends right after its 101, before the client leg relays.
+        # Frames the backend sends right after its 101, before the relay starts.
         self._early = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -55,14 +61,15 @@ class BackendLeg(_core.BackendLegCore, asyncio.Protocol):
         self._hold_early(data)
 
     def _hold_early(self, data: bytes) -> None:
-        """Held, not paused: the client leg is usually ready within the same loop turn, and
+        """Held, not paused: the relay usually starts within the same loop turn, and
         pausing and resuming would cost two system calls per connection. Bounded."""
         self._early += data
         if len(self._early) > EARLY_BYTES_MAX:
             self.pause(PAUSE_HANDSHAKE)
 
-    def start_relay(self) -> None:
-        self.relay = self.client.b2c
+    def start_relay(self, client: RelayOwner) -> None:
+        self.client = client
+        self.relay = client.b2c
         early, self._early = self._early, bytearray()
         if early:
             self.data_received(bytes(early))
@@ -71,39 +78,45 @@ class BackendLeg(_core.BackendLegCore, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
         self._fail_handshake(BadGateway("backend closed the connection during the handshake"))
-        self.client.backend_lost()
+        had_close = self.close_received
+        self.close_sent = self.close_received = True  # nothing more goes either way
+        if self.client is not None:
+            self.client.backend_lost(had_close)
 
     def pause_writing(self) -> None:
-        self.client.pause(PAUSE_BACKPRESSURE)
+        if self.client is not None:
+            self.client.pause(PAUSE_BACKPRESSURE)
 
     def resume_writing(self) -> None:
-        self.client.resume(PAUSE_BACKPRESSURE)
+        if self.client is not None:
+            self.client.resume(PAUSE_BACKPRESSURE)
 
-    def pause(self, reason: int) -> None:
-        if not self.paused and self.alive and self.transport is not None:
-            self.transport.pause_reading()
-        self.paused |= reason
+    def can_read(self) -> bool:
+        return self.alive and self.transport is not None
 
-    def resume(self, reason: int) -> None:
-        if not self.paused & reason:
+    # ---------------------------------------------------------------- closing
+    def close_forwarded(self) -> None:
+        """The client's close frame went to the backend through the relay."""
+        self.close_sent = self.alive
+
+    def send_close(self, code: int, reason: str) -> None:
+        """A close frame of the gateway's own to the backend, unless one went already."""
+        if not self.alive or self.close_sent or self.transport is None:
             return
-        self.paused &= ~reason
-        if not self.paused and self.alive and self.transport is not None:
-            self.transport.resume_reading()
-
-    def write(self, data: bytes) -> None:
-        if self.alive and self.transport is not None:
-            self.transport.write(data)
+        assert self.client is not None
+        if mid_frame(self.client.c2b):
+            # No frame of ours fits now: end TCP, the backend sees 1006.
+            self.close_received = True
+            self.transport.close()
+        else:
+            payload = _core.build_close_payload(code, reason)
+            self.transport.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
+        self.close_sent = True
 
     def fail(self, code: int, reason: str) -> None:
         """The backend broke the protocol: send our close and drop it (RFC 6455 §7.1.7)."""
-        client = self.client
-        if not client.backend_close_sent:
-            if not mid_frame(client.c2b):
-                payload = _core.build_close_payload(code, reason)
-                self.write(_core.build_frame(_core.OP_CLOSE, payload, mask=True))
-            client.backend_close_sent = True
-        client.backend_close_received = True
+        self.send_close(code, reason)
+        self.close_sent = self.close_received = True
         if self.transport is not None:
             self.transport.close()
 

@@ -66,9 +66,7 @@ def offers_for_backend(offers: tuple[str, ...], need: SelfContained) -> tuple[st
 def answer_for_client(answer: str, need: SelfContained) -> str:
     """The backend's accepted extension as the client gets it; checks what we asked for."""
     if need.backend and SERVER_NO_CONTEXT_TAKEOVER not in parameter_names(answer):
-        raise BadGateway(
-            "backend accepted permessage-deflate without server_no_context_takeover"
-        )
+        raise BadGateway("backend accepted permessage-deflate without server_no_context_takeover")
     if need.client:
         return with_parameter(answer, CLIENT_NO_CONTEXT_TAKEOVER)
     return answer

@@ -5,31 +5,27 @@ letting go of limits once the connection is closing. Mixed into ClientLeg, whose
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from wsgw import _core
+from wsgw.errors import CloseCode, ConnectionEnded, RateLimitExceeded
 from wsgw.pipeline.flow import OPEN, PAUSE_THROTTLE, Leg
 from wsgw.pipeline.throttle import ACTION_NAMES
 
 if TYPE_CHECKING:
-    from wsgw.app import Gateway
-    from wsgw.pipeline.backend import BackendLeg
     from wsgw.pipeline.telemetry import ConnectionRecord
     from wsgw.pipeline.throttle import Admission
-
-POLICY_VIOLATION = 1008
-THROTTLED_OUT = 4008  # the code of the drop notice text frame (WSO2's)
 
 
 class LimitEnforcement:
     # The ClientLeg state this works on.
-    gw: Gateway
+    services: Any  # the bundle: telemetry and loop
     state: int
     c2b: _core.FrameRelay | None
     b2c: _core.FrameRelay | None
-    backend: BackendLeg | None
+    backend: Leg | None  # the backend leg
     admission: Admission | None
     record: ConnectionRecord | None
     client_close_sent: bool
@@ -46,9 +42,7 @@ class LimitEnforcement:
         def pause(self, reason: int) -> None: ...
         def resume(self, reason: int) -> None: ...
         def data_received(self, data: bytes) -> None: ...
-        def _record_close(self, code: int, by: str) -> None: ...
-        def _close_client(self, code: int, reason: str) -> None: ...
-        def _close_backend(self, code: int, reason: str) -> None: ...
+        def end(self, why: ConnectionEnded, *, fail: bool = False) -> None: ...
 
     def _scope(self, index: int) -> str:
         assert self.admission is not None
@@ -65,7 +59,7 @@ class LimitEnforcement:
             if relay.dropped_messages != seen:
                 delta = relay.dropped_messages - seen
                 scope = self._scope(relay.drop_scope)
-                self.gw.telemetry.throttled(self.record, scope, "drop", delta)
+                self.services.telemetry.throttled(self.record, scope, "drop", delta)
                 self._notice_retry_ns = relay.retry_after_ns
         self._c2b_drops = c2b.dropped_messages
         self.drops_seen = c2b.dropped_messages + b2c.dropped_messages
@@ -81,7 +75,7 @@ class LimitEnforcement:
         retry_after_s = round(self._notice_retry_ns / 1e9, 3)
         notice = orjson.dumps(
             {
-                "code": THROTTLED_OUT,
+                "code": CloseCode.THROTTLED_OUT,
                 "message": "Websocket frame throttled out",
                 "retry_after_s": retry_after_s,
             }
@@ -96,18 +90,15 @@ class LimitEnforcement:
             return
         scope = self._scope(relay.throttle_scope)
         action = ACTION_NAMES[relay.throttle_action]
-        self.gw.telemetry.throttled(self.record, scope, action)
+        self.services.telemetry.throttled(self.record, scope, action)
         if relay.throttle_action == _core.ACTION_CLOSE:
-            reason = f"rate limit exceeded ({scope})"
-            self._record_close(POLICY_VIOLATION, "gateway")
-            self._close_client(POLICY_VIOLATION, reason)
-            self._close_backend(POLICY_VIOLATION, reason)
+            self.end(RateLimitExceeded(f"rate limit exceeded ({scope})"))
             return
         leg: Leg | None = self if from_client else self.backend
         if leg is not None:
             leg.pause(PAUSE_THROTTLE)
         delay = max(relay.retry_after_ns, 1_000_000) / 1e9
-        self.gw.loop.call_later(delay, self._unshape, from_client)
+        self.services.loop.call_later(delay, self._unshape, from_client)
 
     def _unshape(self, from_client: bool) -> None:
         """Tokens should be back: retry the held message; read again if it passed."""
@@ -135,4 +126,4 @@ class LimitEnforcement:
             relay.set_gate(None)
             if leg is not None and leg.paused & PAUSE_THROTTLE:
                 leg.resume(PAUSE_THROTTLE)
-                self.gw.loop.call_soon(leg.data_received, b"")
+                self.services.loop.call_soon(leg.data_received, b"")

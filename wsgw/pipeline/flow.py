@@ -3,7 +3,7 @@ frame of the gateway's own may be inserted into a direction."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from wsgw import _core
 
@@ -20,6 +20,29 @@ PAUSE_BACKPRESSURE = 2
 PAUSE_THROTTLE = 4  # on_limit: shape — the sender waits for tokens, TCP pushes back
 
 
+class ReadPauses:
+    """Reading paused for reasons (a bit mask): stopped at the first, resumed when none is
+    left. A leg says whether its transport can still be told (`can_read`)."""
+
+    paused: int
+    transport: Any
+
+    def can_read(self) -> bool:
+        raise NotImplementedError
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.can_read():
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.can_read():
+            self.transport.resume_reading()
+
+
 class Leg(Protocol):
     """Either side of a relayed connection, as flow control sees it."""
 
@@ -28,6 +51,15 @@ class Leg(Protocol):
     def pause(self, reason: int) -> None: ...
     def resume(self, reason: int) -> None: ...
     def data_received(self, data: bytes) -> None: ...
+
+
+class RelayOwner(Leg, Protocol):
+    """The client's relay leg, as its backend leg reports to it."""
+
+    c2b: _core.FrameRelay
+    b2c: _core.FrameRelay
+
+    def backend_lost(self, had_close: bool) -> None: ...
 
 
 def mid_frame(relay: _core.FrameRelay | None) -> bool:

@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from wsgw.config.models import Api, GatewayConfig
+from wsgw.config.models import Api, GatewayConfig, Tier
 from wsgw.errors import Forbidden, NotFound
+from wsgw.names import KEY_TYPES, config_key_type
 from wsgw.pipeline.paths import normalise_path
-
-KEY_TYPES = ("PRODUCTION", "SANDBOX")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +53,7 @@ class Backend:
 class Route:
     api: Api
     backends: dict[str, Backend | None]  # by key type
+    api_tier: Tier | None  # the API's own policy (`apis[].throttle`), resolved at load
 
     def backend_for(self, key_type: str) -> Backend:
         backend = self.backends.get(key_type)
@@ -72,9 +72,10 @@ class RouteTable:
             route = Route(
                 api=api,
                 backends={
-                    "PRODUCTION": _maybe_backend(api.endpoints.production),
-                    "SANDBOX": _maybe_backend(api.endpoints.sandbox),
+                    key_type: _maybe_backend(getattr(api.endpoints, config_key_type(key_type)))
+                    for key_type in KEY_TYPES
                 },
+                api_tier=config.tiers[api.throttle] if api.throttle is not None else None,
             )
             self._by_context.setdefault(api.context, {})[api.version] = route
             if api.default_version:

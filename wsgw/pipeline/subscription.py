@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wsgw.config.models import Api, Application, GatewayConfig, Subscriptions, Tier
+from wsgw.config.models import Api, GatewayConfig, Subscriptions, Tier
 from wsgw.errors import Forbidden, InvalidToken
+from wsgw.names import ANONYMOUS, KEY_TYPES, config_key_type
 from wsgw.oauth.endpoint import ClientRecord
 from wsgw.oauth.tokens import TokenClaims
 
 # An API in these states accepts connections from existing subscriptions (WSO2 semantics:
 # DEPRECATED stops new subscriptions, not traffic).
 SERVING_STATUSES = frozenset({"PUBLISHED", "DEPRECATED"})
-ANONYMOUS = "anonymous"  # the application label of `auth: none` traffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +29,15 @@ class Grant:
 
 class SubscriptionRegistry:
     def __init__(self, config: GatewayConfig, subscriptions: Subscriptions) -> None:
-        self._tiers = config.tiers
-        self._apps: dict[str, Application] = {}
+        tiers = config.tiers
+        self._app_tiers: dict[str, Tier | None] = {}  # tiers resolved at load
         self._clients: dict[str, ClientRecord] = {}
         self._consumer_keys: dict[tuple[str, str], str] = {}
-        self._subs: dict[tuple[str, str, str], tuple[str, str]] = {}  # → (tier, status)
+        self._subs: dict[tuple[str, str, str], tuple[Tier, str]] = {}  # → (tier, status)
         for app in subscriptions.applications:
-            self._apps[app.name] = app
-            app_keys = (("PRODUCTION", app.keys.production), ("SANDBOX", app.keys.sandbox))
-            for key_type, keys in app_keys:
+            self._app_tiers[app.name] = tiers[app.tier] if app.tier is not None else None
+            for key_type in KEY_TYPES:
+                keys = getattr(app.keys, config_key_type(key_type))
                 if keys is None:
                     continue
                 self._consumer_keys[(app.name, key_type)] = keys.consumer_key
@@ -47,7 +47,7 @@ class SubscriptionRegistry:
                     consumer_secret_sha256=keys.consumer_secret_sha256,
                 )
             for sub in app.subscriptions:
-                self._subs[(app.name, sub.api, sub.version)] = (sub.tier, sub.status)
+                self._subs[(app.name, sub.api, sub.version)] = (tiers[sub.tier], sub.status)
 
     def lookup_client(self, consumer_key: str) -> ClientRecord | None:
         return self._clients.get(consumer_key)
@@ -60,17 +60,15 @@ class SubscriptionRegistry:
         sub = self._subs.get((claims.application, api.name, api.version))
         if sub is None:
             raise Forbidden(f"application is not subscribed to {api.name}:{api.version}")
-        tier_name, status = sub
+        tier, status = sub
         if status != "ACTIVE":
             raise Forbidden(f"subscription to {api.name}:{api.version} is {status}")
         check_api_serving(api)
-        app_tier = self._apps[claims.application].tier
-        return Grant(
-            claims.application,
-            claims.key_type,
-            self._tiers[tier_name],
-            self._tiers[app_tier] if app_tier is not None else None,
-        )
+        return Grant(claims.application, claims.key_type, tier, self._app_tiers[claims.application])
+
+    def grant(self, claims: TokenClaims | None, api: Api) -> Grant:
+        """The grant of a handshake: the token's (authorize), or none needed (anonymous)."""
+        return self.authorize(claims, api) if claims is not None else self.anonymous(api)
 
     def anonymous(self, api: Api) -> Grant:
         """The grant of an `auth: none` API: no application; only the API's own policy."""

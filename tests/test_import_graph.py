@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1] / "wsgw"
 APP = "wsgw.app"
 APP_IMPORTERS = ("wsgw.cli", "wsgw.__main__", "wsgw.workers", "wsgw.tools.*")
 
-# The runtime bundle. The layers below it are handed what they need, never the bundle.
+# The runtime bundle. The layers below it are handed one and use it by duck typing: they
+# never import its module (which imports them), so the bundle stays a leaf of app.py.
 SERVICES = "wsgw.services"
 BELOW_SERVICES = ("wsgw.pipeline", "wsgw._core", "wsgw.oauth", "wsgw.config")
 

@@ -10,6 +10,7 @@ import logging
 import signal
 import ssl
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from wsgw.pipeline.subscription import SubscriptionRegistry
 from wsgw.pipeline.telemetry import Telemetry
 from wsgw.pipeline.throttle import Throttle
 from wsgw.plain_http import token_exchange
-from wsgw.services import Services, replace
+from wsgw.services import Services
 
 log = logging.getLogger("wsgw")
 
@@ -116,6 +117,10 @@ class Gateway:
         self._servers: list[asyncio.Server] = []
         self._reloader: asyncio.Task[None] | None = None
 
+    def current_services(self) -> Services:
+        """The bundle a request arriving now is judged by (a reload swaps it)."""
+        return self.services
+
     # What tests and tools read of the running gateway: the current bundle's parts.
     @property
     def connections(self) -> set[Any]:
@@ -157,7 +162,7 @@ class Gateway:
         host, port = split_host_port(gw.listen)
         self._servers.append(
             await self.loop.create_server(
-                lambda: HttpLeg(self.services, False),
+                lambda: HttpLeg(self.current_services, False),
                 host,
                 port,
                 backlog=1024,
@@ -170,7 +175,7 @@ class Gateway:
             host, port = split_host_port(gw.tls.listen)
             self._servers.append(
                 await self.loop.create_server(
-                    lambda: HttpLeg(self.services, True),
+                    lambda: HttpLeg(self.current_services, True),
                     host,
                     port,
                     ssl=tls_context,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from wsgw.config.models import Gateway as GatewaySettings
@@ -27,11 +27,12 @@ from wsgw.pipeline.telemetry import Telemetry
 from wsgw.pipeline.throttle import Throttle
 from wsgw.plain_http import GATEWAY_PORT
 
-__all__ = ["Services", "replace"]
-
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Services:
+    """Frozen: a reload makes a new one. `connections` is the one mutable part, shared by
+    every bundle of the process (shutdown and /health see all connections)."""
+
     loop: asyncio.AbstractEventLoop
     settings: GatewaySettings  # the config's `gateway` section: timeouts and limits
     routes: RouteTable  # with each API's tier resolved

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from wsgw import logs
@@ -36,15 +37,18 @@ REQUEST_TIMEOUT_S = 10.0
 
 
 class HttpLeg(ReadPauses, asyncio.Protocol):
-    def __init__(self, services: Any, secure: bool) -> None:
-        self.services = services
+    def __init__(self, current: Callable[[], Any], secure: bool) -> None:
+        # The bundle current now; taken again when the request is complete, so that a
+        # reload in between applies to it (the relay leg then keeps what it was given).
+        self._current = current
+        self.services = current()
         self.secure = secure
         self.state = HTTP
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.reader: RequestReader | None = RequestReader()  # None once the request is in
         self.backend: BackendLeg | None = None
-        self.handshake: Handshake | None = None
+        self.hs: Handshake | None = None  # the stages' context, once they run
         self.paused = 0
         self.client_gone = False
         self.deadline_slot = -1  # see deadlines.py; what a deadline means depends on state
@@ -98,7 +102,7 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
             if self._task is not None:
                 self._task.cancel()
             self._drop_backend()
-            self._refuse(ServiceUnavailable(reason))
+            self._refuse(ServiceUnavailable(reason), self.hs)
         elif self.state == HTTP:
             self._close_transport()
 
@@ -124,6 +128,7 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
         if request is None:
             return
         self.reader = None
+        self.services = self._current()
         if request.is_upgrade:
             self.state = CONNECTING
             self.services.deadlines.disarm(self)  # the backend handshake has its own
@@ -150,26 +155,23 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
 
     # --------------------------------------------------------------- handshake
     async def _upgrade(self, request: Request) -> None:
-        hs = self.handshake = Handshake(
-            self.services, request, self.peer, self.secure, self._open_backend
-        )
+        hs = self.hs = Handshake(self.services, request, self.peer, self.secure, self._open_backend)
         try:
             err = await run_stages(hs)
         except asyncio.CancelledError:
-            self._drop_backend()
-            if not self._timed_out:
+            if not self._timed_out:  # the client went away (or shutdown): nobody to answer
+                self._drop_backend()
                 raise
             hs.failure = "timeout"
             err = GatewayTimeout("backend handshake timed out")
         if err is not None:
             self._drop_backend()
-            self._refuse(err)
-        elif self.client_gone:
-            self._drop_backend()
+            self._refuse(err, hs)
         else:
             self._hand_over(hs)
 
     async def _open_backend(self, backend: Backend, upgrade: bytes) -> Response:
+        """The connect stage's I/O: TCP (and TLS) to the backend, the upgrade, its answer."""
         services = self.services
         services.deadlines.arm(self, services.settings.backend_handshake_timeout_s)
         leg = self.backend = BackendLeg(services.loop)
@@ -185,12 +187,12 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
             raise BadGateway("backend refused the connection") from None
         assert leg.transport is not None
         leg.transport.write(upgrade)
-        return await leg.handshake
+        return await leg.answer
 
-    def _refuse(self, err: GatewayError) -> None:
-        """Every refusal of this connection: counted, answered, closed."""
+    def _refuse(self, err: GatewayError, hs: Handshake | None = None) -> None:
+        """Every refusal of this connection: counted, answered, closed. `hs`: how far the
+        handshake got (the stages' context), None before it started."""
         services = self.services
-        hs = self.handshake
         api = hs.api if hs is not None else None
         if isinstance(err, BadGateway | GatewayTimeout) and api is not None:
             assert hs is not None
@@ -213,13 +215,13 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
         transport, backend = self.transport, self.backend
         assert transport is not None and backend is not None
         services = self.services
+        leg = ClientLeg(services, hs, transport, backend, self._request_at, self.paused)
         services.deadlines.disarm(self)
         services.listener.pending.leave(self)  # upgraded: no longer pending
         services.connections.discard(self)
-        leg = ClientLeg(services, hs, transport, backend, self._request_at, self.paused)
         early, self._early = self._early, bytearray()
         self.state = CLOSED
-        self.transport = self.backend = self.handshake = None
+        self.transport = self.backend = self.hs = None
         self._task = None
         transport.set_protocol(leg)
         leg.start(bytes(early))
@@ -243,12 +245,12 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
         services.deadlines.disarm(self)
         services.connections.discard(self)
         self._release_admission()
-        self.transport = self.backend = self.handshake = None
+        self.transport = self.backend = self.hs = None
         self._task = None
 
     def _release_admission(self) -> None:
         """Refused or gone before the 101: the connection slots it took go back."""
-        hs = self.handshake
+        hs = self.hs
         if hs is not None and hs.admission is not None:
             admission, hs.admission = hs.admission, None
             if admission.holds_slots:

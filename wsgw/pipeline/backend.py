@@ -1,7 +1,7 @@
 """The backend leg: the gateway's WebSocket client connection to a backend.
 
 During the handshake it reads the backend's answer to the upgrade for the HTTP leg (its
-`handshake` future). Once the relay starts it relays the backend's frames through its
+`answer` future). Once the relay starts it relays the backend's frames through its
 FrameRelay to the client, and reports every event to the client's relay leg, which
 decides. It owns the close state of the backend's side and sends its close frames.
 """
@@ -32,7 +32,7 @@ class BackendLeg(_core.BackendLegCore, ReadPauses, asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.client = None
         self.transport: asyncio.Transport | None = None
-        self.handshake: asyncio.Future[Response] = loop.create_future()
+        self.answer: asyncio.Future[Response] = loop.create_future()  # to the upgrade
         self.reader: ResponseReader | None = ResponseReader()
         self.relay: _core.FrameRelay | None = None
         self.alive = False
@@ -55,8 +55,8 @@ class BackendLeg(_core.BackendLegCore, ReadPauses, asyncio.Protocol):
             if response is not None:
                 self.reader = None
                 self._hold_early(response.trailing)
-                if not self.handshake.done():
-                    self.handshake.set_result(response)
+                if not self.answer.done():
+                    self.answer.set_result(response)
             return
         self._hold_early(data)
 
@@ -125,6 +125,6 @@ class BackendLeg(_core.BackendLegCore, ReadPauses, asyncio.Protocol):
             self.transport.abort()
 
     def _fail_handshake(self, err: GatewayError) -> None:
-        if not self.handshake.done():
-            self.handshake.set_exception(err)
-            self.handshake.exception()  # mark retrieved: the awaiting task may be gone
+        if not self.answer.done():
+            self.answer.set_exception(err)
+            self.answer.exception()  # mark retrieved: the awaiting task may be gone

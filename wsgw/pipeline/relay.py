@@ -12,7 +12,8 @@ A peer's close frame is forwarded to the other peer, whose close reply is forwar
 When the client's side has both, the gateway closes the client's TCP connection (it is
 the server there) and waits, bounded, for the backend to close its own (it is the client
 there). Every close the gateway itself decides goes through `end`, with the error that
-says why: its close code and message are what both peers get.
+says why: its close code and message are what both peers get (a peer that went away
+without a close frame leaves the other one a PeerGone).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from wsgw.errors import (
     ConnectionEnded,
     DurationReached,
     IdleTimeout,
+    PeerGone,
     ProtocolViolation,
     ShuttingDown,
 )
@@ -56,6 +58,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Proto
     b2c: _core.FrameRelay
     backend: BackendLeg | None
     record: ConnectionRecord
+
     def __init__(
         self,
         services: Any,
@@ -102,12 +105,14 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Proto
             self_contained=hs.answer.self_contained.client,
             max_control_per_second=settings.max_pings_per_second,
         )
-        self.record = self._start_accounting(request_at)
-        services.connections.add(self)
+        self.record = self._new_record(request_at)
 
     def start(self, early: bytes) -> None:
-        """Answer 101, then relay what each peer sent early, then read both."""
+        """Now the connection's: counted, gated, answered 101; then what each peer sent
+        early is relayed, then both are read."""
         assert self.transport is not None and self.backend is not None
+        self.services.connections.add(self)
+        self._start_accounting()
         self.transport.write(self._switching)
         self.services.deadlines.arm(self, self.services.settings.idle_timeout_s / 2)
         self.backend.start_relay(self)
@@ -129,7 +134,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Proto
             if not self.client_close_received:
                 self._record_close(CloseCode.ABNORMAL_CLOSURE, "client")
                 if backend is not None:
-                    backend.send_close(CloseCode.GOING_AWAY, "client went away")
+                    gone = PeerGone("client went away")
+                    backend.send_close(gone.close_code, gone.message)
                 self._begin_closing()
         elif backend is not None:
             backend.abort()
@@ -149,12 +155,10 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Proto
         return self.transport is not None and not self.client_gone
 
     # -------------------------------------------------------------- accounting
-    def _start_accounting(self, request_at: float) -> ConnectionRecord:
-        """Telemetry record, the throttle gate on both directions, the duration cap."""
+    def _new_record(self, request_at: float) -> ConnectionRecord:
         c2b, b2c = self.c2b, self.b2c
-        services = self.services
         now = time.monotonic()
-        record = ConnectionRecord(
+        return ConnectionRecord(
             api=self.api.name,
             version=self.api.version,
             application=self.grant.application,
@@ -173,16 +177,19 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Proto
                 b2c.inflated_bytes,
             ),
         )
-        services.telemetry.opened(record)
+
+    def _start_accounting(self) -> None:
+        """Telemetry, the throttle gate on both directions, the duration cap."""
+        services = self.services
+        services.telemetry.opened(self.record)
         admission = self.admission
         if admission is not None:
-            c2b.set_gate(admission.client_gate)
-            b2c.set_gate(admission.backend_gate)
+            self.c2b.set_gate(admission.client_gate)
+            self.b2c.set_gate(admission.backend_gate)
             if admission.max_duration_s is not None:
                 self._duration_timer = services.loop.call_later(
                     admission.max_duration_s, self._duration_reached
                 )
-        return record
 
     def _duration_reached(self) -> None:
         if self.state == OPEN:

@@ -19,10 +19,12 @@ from wsgw.http import Request, Response
 from wsgw.oauth.tokens import TokenClaims
 from wsgw.pipeline import handshake
 from wsgw.pipeline.auth import extract_token, strip_token
+from wsgw.pipeline.compression import AS_NEGOTIATED, SelfContained
 from wsgw.pipeline.route import Backend, Route
 from wsgw.pipeline.subscription import Grant
 from wsgw.pipeline.throttle import Admission
 
+# Connects to the backend, sends the upgrade request, returns the backend's answer.
 OpenBackend = Callable[[Backend, bytes], Awaitable[Response]]
 
 
@@ -43,11 +45,12 @@ class Handshake:
     grant: Grant | None = None
     backend: Backend | None = None
     admission: Admission | None = None
+    self_contained: SelfContained = AS_NEGOTIATED  # what the admission may drop
     upgrade: bytes = b""  # the upgrade request to the backend
     key: str = ""  # its Sec-WebSocket-Key
     response: Response | None = None
     answer: handshake.BackendAnswer | None = None
-    # What a BadGateway means at this point, for wsgw_backend_failures_total.
+    # What a BadGateway or GatewayTimeout means now, for wsgw_backend_failures_total.
     failure: str = "refused"
 
     @property
@@ -98,16 +101,18 @@ async def admit(hs: Handshake) -> None:
     assert hs.route is not None and hs.grant is not None
     api = hs.route.api
     try:
-        hs.admission = await hs.services.throttle.admit(hs.grant, api, hs.route.api_tier)
+        admission = await hs.services.throttle.admit(hs.grant, api, hs.route.api_tier)
     except TooManyRequests as err:
         hs.services.telemetry.throttled_handshake(
             api.name, api.version, hs.grant.application, err.scope, client=hs.peer
         )
         raise
+    hs.admission = admission
+    hs.self_contained = admission.self_contained
 
 
 def backend_request(hs: Handshake) -> None:
-    assert hs.backend is not None and hs.offer is not None and hs.admission is not None
+    assert hs.backend is not None and hs.offer is not None
     hs.upgrade, hs.key = handshake.backend_upgrade_request(
         hs.backend,
         hs.backend.target(hs.suffix, hs.query),
@@ -115,21 +120,20 @@ def backend_request(hs: Handshake) -> None:
         hs.request,
         hs.peer,
         hs.secure,
-        hs.admission.self_contained,
+        hs.self_contained,
     )
 
 
 async def connect(hs: Handshake) -> None:
+    """The one I/O stage, through the HTTP leg's open_backend."""
     assert hs.backend is not None
     hs.response = await hs.open_backend(hs.backend, hs.upgrade)
-    hs.failure = "bad_handshake"
+    hs.failure = "bad_handshake"  # a BadGateway from here on is about the answer
 
 
 def check_answer(hs: Handshake) -> None:
-    assert hs.response is not None and hs.offer is not None and hs.admission is not None
-    hs.answer = handshake.check_backend_answer(
-        hs.response, hs.key, hs.offer, hs.admission.self_contained
-    )
+    assert hs.response is not None and hs.offer is not None
+    hs.answer = handshake.check_backend_answer(hs.response, hs.key, hs.offer, hs.self_contained)
 
 
 Stage = Callable[[Handshake], Awaitable[None] | None]
@@ -155,5 +159,7 @@ async def run_stages(hs: Handshake, stages: tuple[Stage, ...] = STAGES) -> Gatew
             if waiting is not None:
                 await waiting
     except GatewayError as err:
-        return err
+        # Its traceback holds the frames that raised it (the backend leg, its future,
+        # this context): dropped, so a refused connection is freed by reference counting.
+        return err.with_traceback(None)
     return None

@@ -25,7 +25,7 @@ from wsgw.pipeline.flow import (
     EARLY_BYTES_MAX,
     HTTP,
     PAUSE_HANDSHAKE,
-    ReadPauses,
+    ClientSide,
 )
 from wsgw.pipeline.relay import ClientLeg
 from wsgw.pipeline.route import Backend
@@ -36,7 +36,7 @@ log = logging.getLogger("wsgw.accept")
 REQUEST_TIMEOUT_S = 10.0
 
 
-class HttpLeg(ReadPauses, asyncio.Protocol):
+class HttpLeg(ClientSide, asyncio.Protocol):
     def __init__(self, current: Callable[[], Any], secure: bool) -> None:
         # The bundle current now; taken again when the request is complete, so that a
         # reload in between applies to it (the relay leg then keeps what it was given).
@@ -82,9 +82,6 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
             self._task.cancel()
         self._drop_backend()
         self._end()
-
-    def can_read(self) -> bool:
-        return self.transport is not None and not self.client_gone
 
     def deadline_reached(self) -> None:
         if self.state == HTTP:
@@ -231,10 +228,6 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
         if self.backend is not None:
             self.backend.abort()
 
-    def _close_transport(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
     def _end(self) -> None:
         """The client's TCP connection ended before (or without) an upgrade."""
         if self.state == CLOSED:
@@ -253,5 +246,4 @@ class HttpLeg(ReadPauses, asyncio.Protocol):
         hs = self.hs
         if hs is not None and hs.admission is not None:
             admission, hs.admission = hs.admission, None
-            if admission.holds_slots:
-                self.services.spawn(admission.release())
+            admission.give_back(self.services.spawn)

@@ -43,6 +43,20 @@ class ReadPauses:
             self.transport.resume_reading()
 
 
+class ClientSide(ReadPauses):
+    """What both phases of the client's connection (the HTTP leg, then the relay leg) do
+    with the client's transport."""
+
+    client_gone: bool
+
+    def can_read(self) -> bool:
+        return self.transport is not None and not self.client_gone
+
+    def _close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
 class Leg(Protocol):
     """Either side of a relayed connection, as flow control sees it."""
 

@@ -43,7 +43,7 @@ from wsgw.pipeline.flow import (
     OPEN,
     PAUSE_BACKPRESSURE,
     PAUSE_HANDSHAKE,
-    ReadPauses,
+    ClientSide,
     mid_frame,
 )
 from wsgw.pipeline.stages import Handshake
@@ -52,7 +52,7 @@ from wsgw.pipeline.telemetry import ConnectionRecord
 log = logging.getLogger("wsgw.relay")
 
 
-class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Protocol):
+class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Protocol):
     # Set from the start: the relay leg exists only once the handshake is through.
     c2b: _core.FrameRelay
     b2c: _core.FrameRelay
@@ -151,9 +151,6 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Proto
             self.backend.resume(PAUSE_BACKPRESSURE)
 
     # ------------------------------------------------------------ flow control
-    def can_read(self) -> bool:
-        return self.transport is not None and not self.client_gone
-
     # -------------------------------------------------------------- accounting
     def _new_record(self, request_at: float) -> ConnectionRecord:
         c2b, b2c = self.c2b, self.b2c
@@ -305,10 +302,6 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Proto
         # With both close frames through, the backend (the server) closes TCP first (RFC 6455
         # §7.1.1), sparing the gateway a TIME_WAIT; the closing deadline bounds the wait.
 
-    def _close_transport(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
     def shutdown(self, reason: str = "gateway shutting down") -> None:
         """Close with 1001 on both sides (SIGTERM)."""
         if self.state == OPEN or self.state == CLOSING:
@@ -364,8 +357,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ReadPauses, asyncio.Proto
         record.closed_by = self.closed_by
         services.telemetry.closed(record)
         admission, self.admission = self.admission, None
-        if admission is not None and admission.holds_slots:
-            services.spawn(admission.release())
+        if admission is not None:
+            admission.give_back(services.spawn)
         self.state = CLOSED
         services.deadlines.disarm(self)
         services.connections.discard(self)

@@ -14,8 +14,9 @@ process's own counts, or the cluster's (`cluster.slots`) across every process.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wsgw import _core
 from wsgw.config.models import Api, Tier
@@ -55,6 +56,11 @@ class Admission:
     def self_contained(self) -> SelfContained:
         """The directions whose messages a limit may drop (see compression.py)."""
         return SelfContained(client=_drops(self.client_gate), backend=_drops(self.backend_gate))
+
+    def give_back(self, spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        """The connection ended (or was refused): its slots go back in the background."""
+        if self._slots:
+            spawn(self.release())
 
     async def release(self) -> None:
         """Give back the connection slots (exactly once, when the connection ends)."""

@@ -78,8 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(7)
     print("stream     raw  takeover  self-contained  stripped | meter µs  re-deflate µs")
-    for name, messages in (("ticker", ticker(args.messages, rng)),
-                           ("documents", documents(args.messages, rng))):
+    for name, messages in (
+        ("ticker", ticker(args.messages, rng)),
+        ("documents", documents(args.messages, rng)),
+    ):
         raw = sum(map(len, messages))
         with_ctx, ctx_payloads = wire(messages, True)
         alone, alone_payloads = wire(messages, False)

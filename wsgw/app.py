@@ -1,5 +1,6 @@
-"""The composition root: config → the runtime bundle (wsgw/services.py), listeners,
-subscription reloads, shutdown. Nothing below this module imports it."""
+"""The composition root: config → the runtime bundle (wsgw/services.py), listeners, live
+operations (reloads, revocations, closes), drain and shutdown. Nothing below this module
+imports it."""
 
 from __future__ import annotations
 
@@ -7,26 +8,28 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import ssl
 import sys
+import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from wsgw import _core
-from wsgw.admin import AdminConnections, AdminProtocol
-from wsgw.config import load_config, load_subscriptions
+from wsgw import _core, drain
+from wsgw.admin import AdminConnections, AdminProtocol, load_admin_token
+from wsgw.config import load_config
 from wsgw.config.models import GatewayConfig, Subscriptions
 from wsgw.errors import ConfigError
 from wsgw.fdlimits import FdBudget, raise_nofile_limit
 from wsgw.http import Request
 from wsgw.logs import Throttled
 from wsgw.oauth.guard import TokenGuard
-from wsgw.oauth.keys import load_signing_key
+from wsgw.oauth.revocation import Revocation, RevocationList, load_revocations, record_revocations
 from wsgw.oauth.tokens import TokenIssuer, TokenVerifier
 from wsgw.pipeline.accept import REQUEST_TIMEOUT_S, HttpLeg
 from wsgw.pipeline.deadlines import Deadlines
+from wsgw.pipeline.flow import OPEN
 from wsgw.pipeline.listener import ListenerLimits
 from wsgw.pipeline.pending import PendingConnections
 from wsgw.pipeline.route import RouteTable
@@ -34,11 +37,13 @@ from wsgw.pipeline.subscription import SubscriptionRegistry
 from wsgw.pipeline.telemetry import Telemetry
 from wsgw.pipeline.throttle import Throttle
 from wsgw.plain_http import token_exchange
-from wsgw.services import Services
+from wsgw.reload import Files, FileWatch, keep_restart_only, load_files, signing_key
+from wsgw.services import RuntimeState, Services
 
 log = logging.getLogger("wsgw")
 
-RELOAD_INTERVAL_S = 1.0
+WATCH_INTERVAL_S = 0.25  # how often the files' signatures are compared
+PRUNE_INTERVAL_S = 60.0  # revocations whose tokens have all expired are forgotten
 REFUSAL_LOG_INTERVAL_S = 10.0
 
 
@@ -47,25 +52,25 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def gateway_signing_key(config: GatewayConfig):  # noqa: ANN201
-    key_file = Path(config.security.signing_key_file)
-    if not key_file.exists():
-        raise ConfigError(
-            [f"{key_file}: signing key not found: run `wsgw keys init -c <config>` first"]
-        )
-    return load_signing_key(key_file)
+gateway_signing_key = signing_key  # the name tests and tools know
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, *, worker: int = 0) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        worker: int = 0,
+        config_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """`config_path`: the file `config` was loaded from, read again by every reload
+        (without one, a reload reads the subscriptions and the key against `config`)."""
         self.worker = worker
+        self.config_path = os.fspath(config_path) if config_path is not None else None
         self.loop = asyncio.get_running_loop()
+        files = load_files(None, config)
+        self.config = config
         gw = config.gateway
-        self.subscriptions_path = Path(gw.subscriptions_file)
-        self._subscriptions_mtime = self._mtime()
-        subscriptions = load_subscriptions(self.subscriptions_path, config)
-        signing_key = gateway_signing_key(config)
         analytics = config.analytics
         telemetry = Telemetry(
             events_file=analytics.events_file,
@@ -74,14 +79,25 @@ class Gateway:
             stream_maxlen=analytics.stream_maxlen,
             buffer_events=analytics.buffer_events,
             api_labels=_api_labels(config),
-            application_labels=[app.name for app in subscriptions.applications],
+            application_labels=_application_labels(files.subscriptions),
         )
         self.cluster = None
+        self.events = None
         if gw.redis_url is not None:
             from wsgw.pipeline.cluster import ClusterLimits
+            from wsgw.pipeline.cluster.events import ClusterEvents
 
-            self.cluster = ClusterLimits(gw.redis_url, gw.redis_failure)
+            self.cluster = ClusterLimits(
+                gw.redis_url, gw.redis_failure, key_prefix=f"{gw.redis_prefix}:"
+            )
             telemetry.add_collector(self.cluster.collect)
+            self.events = ClusterEvents(
+                gw.redis_url,
+                on_revocations=self.revoked_elsewhere,
+                on_close=self.close_asked,
+                prefix=gw.redis_prefix,
+            )
+            telemetry.add_collector(self.events.collect)
         token_guard = TokenGuard.from_config(config.security.token_failures)
         # Limits at the listeners: descriptors, pending connections per address, admin port.
         listener = ListenerLimits(
@@ -90,32 +106,49 @@ class Gateway:
             Throttled(log, REFUSAL_LOG_INTERVAL_S),
         )
         self.admin = AdminConnections(gw.max_admin_connections)
+        state = RuntimeState(last_reload_success=time.time())
         for collect in (
             token_guard.collect,
             listener.fds.collect,
             listener.pending.collect,
             self.admin.collect,
+            state.collect,
         ):
             telemetry.add_collector(collect)
         self._background: set[asyncio.Task[object]] = set()
+        revocations = RevocationList(self._read_revocations(config))
+        revocations.prune(time.time())
         self.services = Services(
             loop=self.loop,
             settings=gw,
             routes=RouteTable(config),
-            verifier=TokenVerifier(signing_key, config.security.issuer),
-            issuer=TokenIssuer(signing_key, config.security.issuer, config.security.token_ttl_s),
-            registry=SubscriptionRegistry(config, subscriptions),
+            verifier=TokenVerifier(files.signing_key, config.security.issuer),
+            issuer=TokenIssuer(
+                files.signing_key, config.security.issuer, config.security.token_ttl_s
+            ),
+            registry=SubscriptionRegistry(config, files.subscriptions),
             throttle=Throttle(self.cluster),
             telemetry=telemetry,
             token_guard=token_guard,
             deadlines=Deadlines(self.loop),
-            backend_tls=_backend_ssl_context(config),
+            backend_tls=files.backend_tls,
             listener=listener,
             connections=set(),
             spawn=self.spawn,
+            revocations=revocations,
+            state=state,
+            operations=self,
+            admin_token=load_admin_token(gw.admin_token_file) if gw.admin_token_file else None,
         )
         self._servers: list[asyncio.Server] = []
-        self._reloader: asyncio.Task[None] | None = None
+        self._gateway_servers: list[asyncio.Server] = []
+        self._watcher: asyncio.Task[None] | None = None
+        self._files = FileWatch(self._reloaded_files())
+        self._revocation_file = FileWatch([config.security.revocations_file])
+        self._reuse_port = False
+        self._drain: asyncio.Task[None] | None = None
+        self._revoke_pass: asyncio.Handle | None = None
+        self.finished = asyncio.Event()  # set once stop() is done (serve waits on it)
 
     def current_services(self) -> Services:
         """The bundle a request arriving now is judged by (a reload swaps it)."""
@@ -139,6 +172,14 @@ class Gateway:
         return self.services.telemetry
 
     @property
+    def state(self) -> RuntimeState:
+        return self.services.state
+
+    @property
+    def revocations(self) -> RevocationList:
+        return self.services.revocations
+
+    @property
     def pending(self) -> PendingConnections:
         return self.services.listener.pending
 
@@ -153,11 +194,14 @@ class Gateway:
     # ----------------------------------------------------------------- start
     async def start(self, *, reuse_port: bool = False) -> None:
         gw = self.config.gateway
+        self._reuse_port = reuse_port
         raise_nofile_limit()  # logs the figures when it raises the soft limit
         self.fds.refresh()
         await self.telemetry.start()
         if self.cluster is not None:
             await self.cluster.start()
+        if self.events is not None:
+            await self.events.start()
         # Each listener hands every new connection the bundle current at its accept.
         host, port = split_host_port(gw.listen)
         self._servers.append(
@@ -186,15 +230,18 @@ class Gateway:
                     reuse_port=reuse_port,
                 )
             )
+        self._gateway_servers = list(self._servers)
         host, port = split_host_port(gw.admin_listen)
         if port:
             port += self.worker  # each worker has its own admin port, scraped alone
         self._servers.append(
             await self.loop.create_server(
-                lambda: AdminProtocol(self.services, self.admin), host, port
+                lambda: AdminProtocol(self.current_services(), self.admin), host, port
             )
         )
-        self._reloader = self.loop.create_task(self._watch_subscriptions())
+        self._watcher = self.loop.create_task(self._watch())
+        if reuse_port:
+            _warn_without_request_migration()
         log.info(
             "wsgw listening on ws://%s%s, admin http://%s, %d APIs, core=%s",
             self.address,
@@ -223,8 +270,10 @@ class Gateway:
             server.close()
         for admin in list(self.admin.open):
             admin.close("")
-        if self._reloader is not None:
-            self._reloader.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._revoke_pass is not None:
+            self._revoke_pass.cancel()
         for conn in list(self.connections):
             conn.shutdown()
         deadline = self.loop.time() + grace_s
@@ -237,12 +286,81 @@ class Gateway:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         if self._background:
             await asyncio.wait(self._background, timeout=1.0)
+        if self.events is not None:
+            await self.events.stop()
         if self.cluster is not None:
             await self.cluster.stop()
         await self.telemetry.stop()
         self.services.deadlines.close()
         self.fds.close()
         self.services.listener.refusals_log.flush()
+        self.finished.set()
+
+    # ----------------------------------------------------------------- drain
+    def terminate(self) -> None:
+        """SIGTERM: the first one drains (unless there is nothing to wait for), a second
+        one stops at once."""
+        gw = self.config.gateway
+        if self._drain is None and (gw.drain_s > 0 or gw.drain_close_window_s > 0):
+            self.begin_drain("SIGTERM")
+        else:
+            self.begin_stop()
+
+    def begin_drain(self, trigger: str) -> dict[str, Any]:
+        """/health says 503 from now on and new upgrades are refused; open connections keep
+        working for drain_s, then the rest are closed over drain_close_window_s; then the
+        gateway stops. With SO_REUSEPORT the listeners close at once: the kernel gives new
+        connections to the other processes on the port."""
+        gw = self.config.gateway
+        if self._drain is None:
+            log.info(
+                "%s: draining %d connections (drain_s %g, then closing over %gs)",
+                trigger,
+                self._relayed(),
+                gw.drain_s,
+                gw.drain_close_window_s,
+            )
+            self.state.draining = True
+            if self._reuse_port:
+                # The kernel gives new connections to the other processes on the port;
+                # those accepted here already are served, their upgrade included.
+                for server in self._gateway_servers:
+                    server.close()
+            else:
+                self.state.refusing_upgrades = True
+            self._drain = self.loop.create_task(self._drain_then_stop())
+        return {"status": "draining", "connections": self._relayed()}
+
+    async def _drain_then_stop(self) -> None:
+        gw = self.config.gateway
+        deadline = self.loop.time() + gw.drain_s
+        while self._waited_for() and self.loop.time() < deadline:
+            await asyncio.sleep(min(0.1, max(deadline - self.loop.time(), 0.0)))
+        legs = [c for c in self.connections if hasattr(c, "recheck")]
+        if legs:
+            log.info("drain: closing %d connections over %gs", len(legs), gw.drain_close_window_s)
+        await drain.close_spread(
+            legs, gw.drain_close_window_s, lambda leg: leg.shutdown("gateway draining")
+        )
+        await self.stop(grace_s=gw.close_timeout_s)
+
+    def begin_stop(self) -> None:
+        """SIGINT, or a second SIGTERM: close everyone now (1001) and stop."""
+        if self._drain is not None:
+            self._drain.cancel()
+        self._drain = self.loop.create_task(self._stop_now())
+
+    async def _stop_now(self) -> None:
+        log.info("shutting down: closing %d connections", len(self.connections))
+        await self.stop()
+
+    def _waited_for(self) -> int:
+        """What the drain waits for: the relayed connections; with SO_REUSEPORT (the
+        listeners closed, nothing new arrives) every connection, a handshake under way too."""
+        return len(self.connections) if self._reuse_port else self._relayed()
+
+    def _relayed(self) -> int:
+        return sum(1 for c in self.connections if hasattr(c, "recheck"))
 
     # ------------------------------------------------------------- helpers
     def spawn(self, coro) -> None:  # noqa: ANN001
@@ -257,35 +375,203 @@ class Gateway:
         """POST /oauth2/token as the gateway port answers it (plain_http.token_exchange)."""
         return token_exchange(self.services, request, peer)
 
-    # ---------------------------------------------------------- subscriptions
-    def _mtime(self) -> int:
-        try:
-            return self.subscriptions_path.stat().st_mtime_ns
-        except OSError:
-            return 0
+    # ---------------------------------------------------------------- reload
+    def _reloaded_files(self) -> list[str]:
+        config = self.config
+        paths = [config.gateway.subscriptions_file, config.security.signing_key_file]
+        return [self.config_path, *paths] if self.config_path is not None else paths
 
-    async def _watch_subscriptions(self) -> None:
-        """The developer portal commands edit the subscriptions file; pick their changes up.
-        A bad file is reported and the last good one stays in force."""
+    async def _watch(self) -> None:
+        """Poll the files' signatures: a change reloads (the revocation list alone merges)."""
+        next_prune = self.loop.time() + PRUNE_INTERVAL_S
         while True:
-            await asyncio.sleep(RELOAD_INTERVAL_S)
-            mtime = self._mtime()
-            if mtime == self._subscriptions_mtime:
-                continue
-            self._subscriptions_mtime = mtime
-            self.reload_subscriptions()
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                if self.config.gateway.watch_files:
+                    if self._files.changed():
+                        self.reload("a file changed")
+                    if self._revocation_file.changed():
+                        self._merge_revocations(self._read_revocations(self.config), publish=False)
+                if self.loop.time() >= next_prune:
+                    next_prune = self.loop.time() + PRUNE_INTERVAL_S
+                    self.revocations.prune(time.time())
+            except Exception:  # a bug in one pass must not stop watching for good
+                log.exception("file watch: pass failed; watching on")
 
     def reload_subscriptions(self) -> bool:
-        """A new bundle with the new registry; open connections keep the one they have."""
+        """The whole reload (the name older tests and tools know)."""
+        return self.reload("subscriptions")["result"] == "ok"
+
+    def reload(self, trigger: str) -> dict[str, Any]:
+        """Read the files again; if they validate together, build a new bundle from them
+        and judge every open connection by it (live.py); if not, keep what runs."""
+        state = self.state
         try:
-            subs = load_subscriptions(self.subscriptions_path, self.config)
+            files = load_files(self.config_path, self.config)
         except ConfigError as err:
-            log.error("subscriptions not reloaded, keeping the previous ones:\n%s", err)
-            return False
-        self.services = replace(self.services, registry=SubscriptionRegistry(self.config, subs))
-        self.telemetry.set_labels(_api_labels(self.config), _application_labels(subs))
-        log.info("subscriptions reloaded: %d applications", len(subs.applications))
-        return True
+            state.reloads["failed"] += 1
+            state.last_reload_ok = False
+            state.reload_errors = list(err.problems)
+            log.error("%s: not reloaded, keeping the running config:\n%s", trigger, err)
+            return {"result": "failed", "errors": err.problems}
+        config, restart_needed = keep_restart_only(self.config, files.config)
+        for name in restart_needed:
+            log.warning("%s: %s changed: a restart is needed to apply it", trigger, name)
+        try:
+            self._apply(replace(files, config=config))
+        except Exception:  # a bug: the running bundle stays, as for a bad file
+            log.exception("%s: not reloaded, keeping the running config", trigger)
+            state.reloads["failed"] += 1
+            state.last_reload_ok = False
+            state.reload_errors = ["internal error while applying the files (see the log)"]
+            return {"result": "failed", "errors": state.reload_errors}
+        state.reloads["ok"] += 1
+        state.last_reload_ok = True
+        state.reload_errors = []
+        state.restart_needed = restart_needed
+        state.last_reload_success = time.time()
+        state.config_generation += 1
+        ended = self._recheck_all()
+        log.info(
+            "%s: reloaded: %d APIs, %d applications; %d open connections ended",
+            trigger,
+            len(config.apis),
+            len(files.subscriptions.applications),
+            ended,
+        )
+        return {
+            "result": "ok",
+            "generation": state.config_generation,
+            "restart_needed": restart_needed,
+            "connections_ended": ended,
+        }
+
+    def _apply(self, files: Files) -> None:
+        """The new bundle, built whole before anything is replaced."""
+        config = files.config
+        security = config.security
+        services = replace(
+            self.services,
+            settings=config.gateway,
+            routes=RouteTable(config),
+            verifier=TokenVerifier(files.signing_key, security.issuer),
+            issuer=TokenIssuer(files.signing_key, security.issuer, security.token_ttl_s),
+            registry=SubscriptionRegistry(config, files.subscriptions),
+            backend_tls=files.backend_tls,
+        )
+        self.config, self.services = config, services
+        self._files.retarget(self._reloaded_files())
+        self.telemetry.set_labels(_api_labels(config), _application_labels(files.subscriptions))
+
+    def _recheck_all(self) -> int:
+        services = self.services
+        return sum(
+            1
+            for conn in list(self.connections)
+            if hasattr(conn, "recheck") and conn.recheck(services)
+        )
+
+    # ------------------------------------------------------------ revocations
+    def _read_revocations(self, config: GatewayConfig) -> list[Revocation]:
+        try:
+            return load_revocations(config.security.revocations_file)
+        except ConfigError as err:
+            log.error("revocation list not read, keeping the one in force:\n%s", err)
+            return []
+
+    def revoke(self, entries: list[Revocation]) -> None:
+        """Revocations made here (POST /oauth2/revoke): in force at once, written to the
+        file in the background, and told to the cluster."""
+        self._merge_revocations(entries, publish=True)
+        path = self.config.security.revocations_file
+        self.spawn(self._persist(path, entries))
+
+    async def _persist(self, path: str, entries: list[Revocation]) -> None:
+        try:
+            await self.loop.run_in_executor(None, record_revocations, path, entries, time.time())
+        except (ConfigError, OSError) as err:
+            log.error("revocations in force but not written to %s: %s", path, err)
+
+    def revoked_elsewhere(self, entries: list[Revocation]) -> None:
+        """The cluster's revocations (another gateway, the CLI, a reconciliation)."""
+        self._merge_revocations(entries, publish=False)
+
+    def _merge_revocations(self, entries: list[Revocation], *, publish: bool) -> None:
+        new = self.revocations.merge(entries)
+        if not new:
+            return
+        if publish and self.events is not None:
+            self.events.publish_revocations(new)
+        # Coalesced: a burst of revocations costs one pass over the open connections.
+        if self._revoke_pass is None:
+            self._revoke_pass = self.loop.call_soon(self._revocation_pass)
+
+    def _revocation_pass(self) -> None:
+        self._revoke_pass = None
+        services = self.services
+        for conn in list(self.connections):
+            if hasattr(conn, "revoke_check"):
+                conn.revoke_check(services)
+
+    # ------------------------------------------------------ open connections
+    def list_connections(self, filters: dict[str, str]) -> list[dict[str, Any]]:
+        """Snapshots of the relayed connections matching every filter (admin port)."""
+        return [
+            snap
+            for conn in list(self.connections)
+            if hasattr(conn, "snapshot")
+            and conn.state == OPEN
+            and _matches(snap := conn.snapshot(), filters)
+        ]
+
+    def close_connection(self, conn_id: int, code: int, reason: str) -> bool:
+        for conn in list(self.connections):
+            if getattr(conn, "id", None) == conn_id and hasattr(conn, "close_by_operator"):
+                return bool(conn.close_by_operator(code, reason))
+        return False
+
+    def close_connections(
+        self, filters: dict[str, str], code: int, reason: str, *, cluster: bool = True
+    ) -> int:
+        """Close every relayed connection matching the filters, here and (with Redis) on
+        every other gateway."""
+        if cluster and self.events is not None:
+            from wsgw.pipeline.cluster.events import CloseRequest
+
+            self.events.publish_close(CloseRequest(dict(filters), code, reason))
+        closed = 0
+        for conn in list(self.connections):
+            if (
+                hasattr(conn, "close_by_operator")
+                and conn.state == OPEN
+                and _matches(conn.snapshot(), filters)
+            ):
+                closed += conn.close_by_operator(code, reason)
+        return closed
+
+    def close_asked(self, request: Any) -> None:
+        """Another gateway's close request (cluster events)."""
+        self.close_connections(request.filters, request.code, request.reason, cluster=False)
+
+
+def _matches(snapshot: dict[str, Any], filters: dict[str, str]) -> bool:
+    return all(str(snapshot.get(name)) == value for name, value in filters.items())
+
+
+def _warn_without_request_migration() -> None:
+    """Closing a listener in a SO_REUSEPORT group resets the connections in its accept
+    queue, unless the kernel moves them to another listener of the group."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            enabled = f.read().strip() == "1"
+    except OSError:
+        return
+    if not enabled:
+        log.warning(
+            "net.ipv4.tcp_migrate_req is 0: connections queued at this process when it "
+            "drains are reset instead of moving to the other processes on the port; "
+            "`sysctl -w net.ipv4.tcp_migrate_req=1` makes restarts lose nothing"
+        )
 
 
 def _api_labels(config: GatewayConfig) -> list[tuple[str, str]]:
@@ -301,29 +587,22 @@ def _address(server: asyncio.Server) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _backend_ssl_context(config: GatewayConfig) -> ssl.SSLContext:
-    tls = config.gateway.backend_tls
-    context = ssl.create_default_context(cafile=tls.ca_file)
-    if not tls.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 async def serve(
     config: GatewayConfig,
     ready: asyncio.Event | None = None,
     *,
     worker: int = 0,
     reuse_port: bool = False,
+    config_path: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until stopped: SIGTERM drains (a second one, or SIGINT, stops at once), SIGHUP
+    reloads the files."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(config, worker=worker)
+    gateway = Gateway(config, worker=worker, config_path=config_path)
     await gateway.start(reuse_port=reuse_port)
+    loop.add_signal_handler(signal.SIGTERM, gateway.terminate)
+    loop.add_signal_handler(signal.SIGINT, gateway.begin_stop)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload, "SIGHUP")
     # What is loaded now lives as long as the process: keep the collector off it, and
     # collect the young generation less often (every connection allocates a few hundred
     # short-lived objects; the relay itself allocates none per frame).
@@ -331,9 +610,7 @@ async def serve(
     gc.set_threshold(10_000, 50, 100)
     if ready is not None:
         ready.set()
-    await stop.wait()
-    log.info("shutting down: closing %d connections", len(gateway.connections))
-    await gateway.stop()
+    await gateway.finished.wait()
     log.info("stopped")
 
 
@@ -345,11 +622,16 @@ def configure_logging(level: str) -> None:
     )
 
 
-def run_gateway(config: GatewayConfig, worker: int = 0, reuse_port: bool = False) -> int:
+def run_gateway(
+    config: GatewayConfig,
+    worker: int = 0,
+    reuse_port: bool = False,
+    config_path: str | os.PathLike[str] | None = None,
+) -> int:
     import uvloop
 
     try:
-        uvloop.run(serve(config, worker=worker, reuse_port=reuse_port))
+        uvloop.run(serve(config, worker=worker, reuse_port=reuse_port, config_path=config_path))
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
@@ -364,10 +646,10 @@ def cmd_serve(args) -> int:  # noqa: ANN001
 
     configure_logging(args.log_level)
     try:
-        config = load_config(args.config)
         # Fail before forking: a missing key or a bad subscriptions file is one message.
-        load_subscriptions(config.gateway.subscriptions_file, config)
-        gateway_signing_key(config)
+        config = load_files(args.config, load_config(args.config)).config
+        if config.gateway.admin_token_file is not None:
+            load_admin_token(config.gateway.admin_token_file)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
@@ -375,6 +657,9 @@ def cmd_serve(args) -> int:  # noqa: ANN001
     if problem is not None:
         print(f"wsgw serve: {problem}", file=sys.stderr)
         return 2
+    path = args.config
     if args.workers == 1:
-        return run_gateway(config)
-    return run_workers(config, args.workers, lambda i: run_gateway(config, i, reuse_port=True))
+        return run_gateway(config, reuse_port=args.reuse_port, config_path=path)
+    return run_workers(
+        config, args.workers, lambda i: run_gateway(config, i, reuse_port=True, config_path=path)
+    )

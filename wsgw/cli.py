@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
     )
+    p.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other wsgw processes (SO_REUSEPORT; --workers implies it): "
+        "start the new one, then SIGTERM the old one, for a restart that loses no connection",
+    )
     p.set_defaults(run=_command("wsgw.app:cmd_serve"))
 
     p = sub.add_parser("validate", help="check the config and subscriptions files")
@@ -77,6 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="application name")
     p.add_argument("--key-type", choices=CONFIG_KEY_TYPES, default="production")
     p.set_defaults(run=_command("wsgw.oauth.commands:cmd_token"))
+
+    p = sub.add_parser(
+        "revoke",
+        help="revoke access tokens before they expire",
+        description="Add a revocation to security.revocations_file (every gateway watches "
+        "it; with gateway.redis_url the cluster is told at once). --app and --consumer-key "
+        "revoke every token issued up to the current second, inclusive; token times have "
+        "whole seconds, so the command returns only once that second is over, and a token "
+        "issued after it returns is not revoked.",
+    )
+    _add_config(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--jti", help="one token, by its jti claim")
+    what.add_argument("--app", metavar="NAME", help="every token of an application so far")
+    what.add_argument("--consumer-key", metavar="KEY", help="every token of a consumer key so far")
+    what.add_argument("--token", help="one token, given whole ('-': read it from stdin)")
+    p.set_defaults(run=_command("wsgw.oauth.commands:cmd_revoke"))
 
     p = sub.add_parser("echo", help="run an echo WebSocket backend")
     p.add_argument("--listen", default="127.0.0.1:7001", metavar="HOST:PORT")

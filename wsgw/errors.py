@@ -15,8 +15,11 @@ from wsgw.names import CONNECTIONS_SCOPE
 
 
 class CloseCode(IntEnum):
-    """The close codes wsgw uses (RFC 6455 §7.4.1; 1014 from the IANA registry; 4008 is
-    WSO2's, for the drop notice). The codec's own protocol-error codes are members too."""
+    """The close codes wsgw uses (RFC 6455 §7.4.1; 1012 and 1014 from the IANA registry;
+    4008 is WSO2's, for the drop notice). The codec's own protocol-error codes are members
+    too. wsgw's own codes for ending access on an open connection read 4xyy, where x says
+    what the client should do, as the HTTP status class it mirrors: 1 (401) get a new token
+    and reconnect, 3 (403) do not reconnect, 5 (503) reconnect later."""
 
     NORMAL_CLOSURE = 1000
     GOING_AWAY = 1001
@@ -26,8 +29,19 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # a reload changed the policy this connection was set up with
     BAD_GATEWAY = 1014
+    CLOSED_BY_OPERATOR = 4000  # the admin port's default
     THROTTLED_OUT = 4008
+    TOKEN_EXPIRED = 4101
+    TOKEN_REVOKED = 4102
+    KEY_REGENERATED = 4103
+    SUBSCRIPTION_BLOCKED = 4301
+    SUBSCRIPTION_REMOVED = 4302
+    APPLICATION_REMOVED = 4303
+    API_RETIRED = 4304
+    API_REMOVED = 4305
+    API_BLOCKED = 4501
 
 
 class GatewayError(Exception):
@@ -134,6 +148,15 @@ class ServiceUnavailable(GatewayError):
     error = "service_unavailable"
     close_code = CloseCode.GOING_AWAY
 
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def extra_headers(self) -> list[tuple[str, str]]:
+        if self.retry_after_s is None:
+            return []
+        return [("Retry-After", str(self.retry_after_s))]
+
 
 # ---- Why the gateway ends an open connection: each error's close code is the one sent.
 class ConnectionEnded(GatewayError):
@@ -171,6 +194,27 @@ class RateLimitExceeded(ConnectionEnded):
     """`on_limit: close`."""
 
     close_code = CloseCode.POLICY_VIOLATION
+
+
+class AccessEnded(ConnectionEnded):
+    """Access was withdrawn while the connection was open (a reload, a revocation, the
+    token's expiry): the close code says which, and what the client should do."""
+
+    def __init__(self, message: str, close_code: int) -> None:
+        super().__init__(message, close_code)
+
+
+class ClosedByOperator(ConnectionEnded):
+    """The admin port closed it (DELETE /connections)."""
+
+    close_code = CloseCode.CLOSED_BY_OPERATOR
+
+
+class PolicyChanged(ConnectionEnded):
+    """A reload changed a limit in a way this connection cannot take on while open (it
+    negotiated compression that a dropping limit would corrupt): reconnect to get it."""
+
+    close_code = CloseCode.SERVICE_RESTART
 
 
 class BackendFailed(ConnectionEnded):

@@ -8,13 +8,11 @@ shown once and never stored: the file keeps only its SHA-256.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import msgspec
 
@@ -24,6 +22,7 @@ from wsgw.config.loader import (
     dump_subscriptions,
     load_config,
     load_subscriptions,
+    locked_directory,
 )
 from wsgw.config.models import (
     NAME_RE,
@@ -167,24 +166,12 @@ def _replace_app(subs: Subscriptions, app: Application) -> Subscriptions:
     )
 
 
-@contextlib.contextmanager
-def _locked(directory: str) -> Iterator[None]:
-    """Exclusive lock on the directory, held across read-modify-write. Locking the
-    directory (not the file) survives the rename that replaces the file."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _edit(config: GatewayConfig, change: Callable[[Subscriptions], Subscriptions]) -> None:
     path = os.path.abspath(config.gateway.subscriptions_file)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise ConfigError([f"{display_path(path)}: directory {directory} does not exist"])
-    with _locked(directory):
+    with locked_directory(directory):
         current = load_subscriptions(path, config) if os.path.exists(path) else Subscriptions()
         changed = change(current)
         # Structs built in Python skip the field constraints; a round trip through

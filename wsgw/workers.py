@@ -58,6 +58,7 @@ def run_workers(config: GatewayConfig, workers: int, run_one) -> int:  # noqa: A
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker handles it
             code = 1
             try:
                 code = run_one(index)
@@ -68,12 +69,18 @@ def run_workers(config: GatewayConfig, workers: int, run_one) -> int:  # noqa: A
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        for pid in children:  # SIGTERM drains, SIGINT stops at once: each worker decides
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def forward(signum: int, _frame: object) -> None:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, forward)  # each worker reloads its files
     for index in range(workers):
         spawn(index)
     log.info("started %d workers: %s", workers, " ".join(map(str, children)))

@@ -5,18 +5,35 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from wsgw.oauth.keys import generate_signing_key
+
 from .config_helpers import GOOD_CONFIG, GOOD_SUBSCRIPTIONS, run_wsgw, write
 
 
 def test_validate_ok(tmp_path: Path) -> None:
     write(tmp_path / "wsgw.yaml", GOOD_CONFIG)
     write(tmp_path / "subscriptions.yaml", GOOD_SUBSCRIPTIONS)
-    write(tmp_path / "keys" / "signing.pem", "not checked here\n")
+    generate_signing_key(tmp_path / "keys" / "signing.pem")
     done = run_wsgw("validate", "-c", "wsgw.yaml", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == (
         "wsgw.yaml: OK — 1 API (1 published), 4 tiers, 1 application, 1 subscription\n"
     )
+
+
+def test_validate_refuses_what_the_gateway_would_refuse(tmp_path: Path) -> None:
+    """The signing key and the revocation list are read as a reload reads them."""
+    write(tmp_path / "wsgw.yaml", GOOD_CONFIG)
+    write(tmp_path / "subscriptions.yaml", GOOD_SUBSCRIPTIONS)
+    write(tmp_path / "keys" / "signing.pem", "not a key\n")
+    done = run_wsgw("validate", "-c", "wsgw.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "signing.pem: not a PEM private key" in done.stderr
+    generate_signing_key(tmp_path / "keys" / "signing.pem", force=True)
+    write(tmp_path / "revocations.json", '{"revocations": [{"kind": "jti"}]}')
+    done = run_wsgw("validate", "-c", "wsgw.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "revocations.json" in done.stderr
 
 
 def test_validate_ok_counts_and_missing_files_to_create(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def test_yaml_unknown_field_lists_the_known_ones(cwd: Path) -> None:
     write(cwd / "wsgw.yaml", "security:\n  zzz: 1\n")
     assert problems_of("wsgw.yaml") == [
         "wsgw.yaml:2: unknown field 'zzz' (expected one of: signing_key_file, token_ttl_s,"
-        " issuer, token_failures) - at $.security"
+        " issuer, token_failures, revocations_file) - at $.security"
     ]
 
 

@@ -130,7 +130,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             env_keys["SANDBOX"] = generate_keys(config, "DefaultApplication", "sandbox")
             if subscribe_to is not None:
                 subscribe(config, "DefaultApplication", *subscribe_to)
-        gateway = Gateway(config)
+        gateway = Gateway(config, config_path=config_path)
         await gateway.start()
         started.append(gateway)
         env = Env(directory=tmp_path, gateway=gateway, keys=env_keys)

@@ -130,7 +130,13 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
     echo.close()
 
 
-async def test_sigterm_closes_clients_with_1001_and_exits_0(deployment: Deployment) -> None:
+async def test_sigterm_without_a_drain_closes_clients_with_1001_and_exits_0(
+    deployment: Deployment,
+) -> None:
+    # The fast path: nothing to drain for (test_drain.py has the drain itself).
+    raw = yaml.safe_load(deployment.config.read_text())
+    raw["gateway"].update(drain_s=0, drain_close_window_s=0)
+    deployment.config.write_text(yaml.safe_dump(raw, sort_keys=False))
     await deployment.cli("subscribe", "DefaultApplication", "EchoWebSocket:1.0", "--tier", "Gold")
     token = await deployment.token()
     process = await deployment.serve()

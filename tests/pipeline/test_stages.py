@@ -33,6 +33,7 @@ from wsgw.errors import (
 from wsgw.http import Request, RequestReader, Response, ResponseReader, accept_key, render_response
 from wsgw.oauth.guard import TokenGuard
 from wsgw.oauth.keys import SigningKey, generate_signing_key, load_signing_key
+from wsgw.oauth.revocation import RevocationList
 from wsgw.oauth.tokens import TokenIssuer, TokenVerifier
 from wsgw.pipeline import stages
 from wsgw.pipeline.compression import AS_NEGOTIATED, SelfContained
@@ -42,7 +43,7 @@ from wsgw.pipeline.stages import STAGES, Handshake, run_stages
 from wsgw.pipeline.subscription import Grant, SubscriptionRegistry
 from wsgw.pipeline.telemetry import Telemetry
 from wsgw.pipeline.throttle import Throttle
-from wsgw.services import Services
+from wsgw.services import RuntimeState, Services
 
 # ---------------------------------------------------------------- the config
 ISSUER = "wsgw-test"
@@ -157,6 +158,8 @@ class StageServices:
     telemetry: Telemetry
     token_guard: TokenGuard
     connections: set[Any] = field(default_factory=set)
+    revocations: RevocationList = field(default_factory=RevocationList)
+    state: RuntimeState = field(default_factory=RuntimeState)
 
 
 def build_services(key: SigningKey, subscriptions: Subscriptions | None = None) -> StageServices:
@@ -515,7 +518,9 @@ def test_authorize_grants_the_subscription_and_application_tiers(
     services: StageServices,
 ) -> None:
     hs = authorized(services, upgrade_request(headers=bearer(token_for(services))))
-    assert hs.grant == Grant("MyApp", "PRODUCTION", CONFIG.tiers["Gold"], CONFIG.tiers["AppTier"])
+    assert hs.grant == Grant(
+        "MyApp", "PRODUCTION", CONFIG.tiers["Gold"], CONFIG.tiers["AppTier"], "Gold"
+    )
     assert hs.grant.subscription_tier is CONFIG.tiers["Gold"]
     assert hs.grant.application_tier is CONFIG.tiers["AppTier"]
 
@@ -524,7 +529,9 @@ def test_authorize_grants_an_application_without_a_tier(services: StageServices)
     hs = authorized(
         services, upgrade_request("/chat/2.0", bearer(token_for(services, "MyApp", "SANDBOX")))
     )
-    assert hs.grant == Grant("MyApp", "SANDBOX", CONFIG.tiers["Silver"], CONFIG.tiers["AppTier"])
+    assert hs.grant == Grant(
+        "MyApp", "SANDBOX", CONFIG.tiers["Silver"], CONFIG.tiers["AppTier"], "Silver"
+    )
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    try:
+        problems = _runtime_file_problems(config)
+    except ConfigError as exc:
+        problems = exc.problems
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 2
     if not os.path.exists(config.security.signing_key_file):
         notes.append("signing key missing: run wsgw keys init")
     published = sum(api.status == "PUBLISHED" for api in config.apis)
@@ -56,6 +64,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     print("; ".join([line, *notes]))
     return 0
+
+
+def _runtime_file_problems(config: GatewayConfig) -> list[str]:
+    """What the gateway would refuse in the files it reads besides these two: a signing key
+    that does not load, a revocation list that does not parse (as a reload reads them)."""
+    from wsgw.oauth.revocation import load_revocations
+    from wsgw.reload import signing_key
+
+    if os.path.exists(config.security.signing_key_file):
+        signing_key(config)
+    load_revocations(config.security.revocations_file)
+    return []
 
 
 def schemas() -> dict[str, object]:

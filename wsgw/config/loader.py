@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import fcntl
 import os
 import re
 import stat
@@ -18,6 +19,7 @@ import tempfile
 import tomllib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,6 +36,7 @@ __all__ = [
     "dump_subscriptions",
     "load_config",
     "load_subscriptions",
+    "locked_directory",
 ]
 
 T = TypeVar("T")
@@ -356,12 +359,22 @@ def _explain_one(doc: _Document, message: str, path: list[Segment], value: Any, 
         return f"{where}: {text} - at {_render(path)}"
     regex = _REGEX_RE.match(message)
     if regex and regex["pattern"] in _HELP_BY_REPR:
-        text = f"Expected {_HELP_BY_REPR[regex['pattern']]}, got {value!r}"
+        text = f"Expected {_HELP_BY_REPR[regex['pattern']]}, got {_shown(value)}"
         return doc.problem(text, path)
     text = _plain(message)
     if re.match(r"^Expected `str[^`]*`, got `(int|float|bool)`$", message):
         text += " (put the value in quotes)"
     return doc.problem(text, path)
+
+
+_USERINFO_RE = re.compile(r"(://)[^/@\s]*@")
+
+
+def _shown(value: Any) -> str:
+    """A refused value as an error line quotes it: a URL's credentials hidden (a Redis URL
+    may carry a password, and the errors go to logs and the admin port)."""
+    text = repr(value)
+    return _USERINFO_RE.sub(r"\1***@", text) if isinstance(value, str) else text
 
 
 def _plain(message: str) -> str:
@@ -467,13 +480,19 @@ def _absolute_paths(config: GatewayConfig, base: str) -> GatewayConfig:
     backend_tls = gateway.backend_tls
     if backend_tls.ca_file is not None:
         backend_tls = replace(backend_tls, ca_file=absolute(backend_tls.ca_file))
+    admin_token_file = gateway.admin_token_file
     gateway = replace(
         gateway,
         subscriptions_file=absolute(gateway.subscriptions_file),
         tls=tls,
         backend_tls=backend_tls,
+        admin_token_file=absolute(admin_token_file) if admin_token_file is not None else None,
     )
-    security = replace(config.security, signing_key_file=absolute(config.security.signing_key_file))
+    security = replace(
+        config.security,
+        signing_key_file=absolute(config.security.signing_key_file),
+        revocations_file=absolute(config.security.revocations_file),
+    )
     analytics = config.analytics
     if analytics.events_file not in (None, "-"):
         analytics = replace(analytics, events_file=absolute(analytics.events_file))
@@ -539,6 +558,8 @@ def config_file_problems(config: GatewayConfig, path: str | os.PathLike[str]) ->
         needed.append((["gateway", "tls", "key_file"], config.gateway.tls.key_file))
     if config.gateway.backend_tls.ca_file is not None:
         needed.append((["gateway", "backend_tls", "ca_file"], config.gateway.backend_tls.ca_file))
+    if config.gateway.admin_token_file is not None:
+        needed.append((["gateway", "admin_token_file"], config.gateway.admin_token_file))
     missing = [(at, p) for at, p in needed if not os.path.isfile(p)]
     if not missing:
         return []
@@ -561,7 +582,7 @@ def dump_subscriptions(subs: Subscriptions, path: str | os.PathLike[str]) -> Non
     if back != subs:
         raise ConfigError([f"{display_path(path)}: refusing to write: YAML round trip differs"])
     try:
-        _atomic_write(os.path.realpath(path), text.encode("utf-8"), default_mode=0o600)
+        atomic_write(os.path.realpath(path), text.encode("utf-8"), default_mode=0o600)
     except OSError as exc:
         raise ConfigError([f"{display_path(path)}: cannot write: {exc.strerror or exc}"]) from None
 
@@ -575,7 +596,19 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: str, data: bytes, default_mode: int) -> None:
+@contextlib.contextmanager
+def locked_directory(directory: str) -> Iterator[None]:
+    """Exclusive lock on a directory, held across a read-modify-write of a file in it.
+    Locking the directory (not the file) survives the rename that replaces the file."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, default_mode: int) -> None:
     directory = os.path.dirname(path)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)

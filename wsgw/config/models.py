@@ -12,6 +12,7 @@ own location, and the loader joins both into a full path with a line number.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -85,6 +86,7 @@ FilePath = Annotated[
 PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
+Seconds = Annotated[float, Meta(ge=0, le=86400)]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 ControlRate = Annotated[int, Meta(ge=0, le=1_000_000, description="per second; 0: no limit")]
 AdminConnections = Annotated[int, Meta(ge=1, le=4096, description="open at once")]
@@ -118,6 +120,16 @@ class _Problems:
 
 def _port(host_port: str) -> int:
     return int(host_port.rsplit(":", 1)[1])
+
+
+def _is_loopback(host_port: str) -> bool:
+    host = host_port.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 # --- wsgw.yaml --------------------------------------------------------------------------
@@ -162,9 +174,30 @@ class Gateway(Base, frozen=True, kw_only=True):
     redis_url: RedisUrl | None = None
     # What throttling does when Redis is unreachable: let traffic through, or refuse it.
     redis_failure: Literal["open", "closed"] = "open"
+    # What every Redis key and channel of this gateway starts with: gateways with another
+    # prefix share nothing through the same Redis (its limits, events and revocations).
+    redis_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "wsgw"
+    # SIGTERM: /health says 503 at once and new upgrades are refused; open connections keep
+    # working for drain_s, then the rest are closed with 1001 spread over
+    # drain_close_window_s (with jitter, so clients do not all reconnect at once). 0 and 0:
+    # close everyone at once. A second SIGTERM always takes that fast path.
+    drain_s: Seconds = 10
+    drain_close_window_s: Seconds = 5
+    # A file holding the bearer token the admin port requires (everything but /health).
+    # Required when admin_listen is not a loopback address.
+    admin_token_file: FilePath | None = None
+    # Reload when wsgw.yaml, the subscriptions file, the signing key or the revocation list
+    # changes on disk (checked every 0.25 s). SIGHUP and POST /reload work either way.
+    watch_files: bool = True
 
     def __post_init__(self) -> None:
         problems = _Problems()
+        if self.admin_token_file is None and not _is_loopback(self.admin_listen):
+            problems.add(
+                f"admin_listen {self.admin_listen} is not a loopback address: set "
+                "gateway.admin_token_file (the admin port then requires that bearer token)",
+                "$.admin_listen",
+            )
         # Port 0 asks the OS for a free port, so two of those never clash.
         seen: dict[str, str] = {}
         listeners = [("$.listen", self.listen), ("$.admin_listen", self.admin_listen)]
@@ -200,6 +233,9 @@ class Security(Base, frozen=True, kw_only=True):
     token_ttl_s: PositiveInt = 3600
     issuer: NonEmptyStr = "wsgw"
     token_failures: TokenFailures = TokenFailures()
+    # Revoked tokens (POST /oauth2/revoke, `wsgw revoke`), each kept until it would have
+    # expired anyway; written by the gateway and the CLI, read back at start and on change.
+    revocations_file: FilePath = "revocations.json"
 
 
 class Tier(Base, frozen=True, kw_only=True):
@@ -279,6 +315,9 @@ class Api(Base, frozen=True, kw_only=True):
     auth: Literal["oauth2", "none"] = "oauth2"
     # Name of a tier applied to the API as a whole, on top of each subscription's tier.
     throttle: Name | None = None
+    # What the token's `exp` does to a connection opened with it: `keep` (the token was
+    # checked at the handshake; revocation and blocking end access), or `close` (4101).
+    on_token_expiry: Literal["close", "keep"] = "keep"
 
     @property
     def ref(self) -> str:

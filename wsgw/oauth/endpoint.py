@@ -1,11 +1,20 @@
-"""POST /oauth2/token: the client credentials grant (RFC 6749 §4.4), sans I/O.
+"""POST /oauth2/token, the client credentials grant (RFC 6749 §4.4), and POST
+/oauth2/revoke, token revocation (RFC 7009), sans I/O.
 
 The HTTP server hands over the method, lower-cased headers and body; this module returns
-the status, headers and JSON body. Checks run in this order, so each failure has one
-answer: method (405) → content type and form syntax (400 invalid_request) → client
-authentication (401 invalid_client) → grant type (400 invalid_request when missing,
-unsupported_grant_type otherwise). Authenticating before looking at the grant means an
+the status, headers and body. Both endpoints start alike, so each failure has one answer:
+method (405) → content type and form syntax (400 invalid_request) → client authentication
+(401 invalid_client). Then the token endpoint checks the grant type (400 invalid_request
+when missing, unsupported_grant_type otherwise); the revocation endpoint wants `token`
+(400 invalid_request when missing) and refuses a token of another client (400
+unauthorized_client, RFC 7009 §2.1). Authenticating before looking at the rest means an
 unauthenticated caller learns nothing beyond "authenticate first".
+
+Revocation answers 200 with an empty body for a token revoked and for one that is not ours
+at all (garbage, another issuer's, a forged signature): RFC 7009 §2.2, an invalid token is
+not an error. `token_type_hint` is ignored, whatever its value (§2.1 allows that): the
+gateway issues access tokens only, and recognises its own without a hint, so it never
+answers unsupported_token_type. An expired token of the client is revoked too (a no-op).
 
 With a guard (wsgw/oauth/guard.py), a client address or client id past its limit of failed
 authentications gets 429 too_many_requests with Retry-After, decided before the secret is
@@ -28,7 +37,8 @@ from urllib.parse import parse_qs, unquote_plus
 import orjson
 
 from wsgw.http import MAX_BODY_BYTES
-from wsgw.oauth.tokens import TokenIssuer
+from wsgw.oauth.revocation import Revocation, revoke_token
+from wsgw.oauth.tokens import TokenIssuer, TokenVerifier
 
 if TYPE_CHECKING:
     from wsgw.oauth.guard import TokenGuard
@@ -45,15 +55,13 @@ GRANT_CLIENT_CREDENTIALS = "client_credentials"
 INVALID_REQUEST = "invalid_request"
 INVALID_CLIENT = "invalid_client"
 UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+UNAUTHORIZED_CLIENT = "unauthorized_client"  # revocation: another client's token
 TOO_MANY_REQUESTS = "too_many_requests"
 BLOCKED = "blocked"
 
 # RFC 6749 §5.1: responses with tokens or credentials MUST NOT be cached.
-_BASE_HEADERS = [
-    ("Content-Type", "application/json"),
-    ("Cache-Control", "no-store"),
-    ("Pragma", "no-cache"),
-]
+_NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+_BASE_HEADERS = [("Content-Type", "application/json"), *_NO_STORE]
 _BASIC_CHALLENGE = ("WWW-Authenticate", 'Basic realm="wsgw"')
 
 # Compared against when the client id is unknown, so that unknown and known ids cost the
@@ -125,20 +133,9 @@ def handle_token_request(
     authentications per client ``address`` (the peer's IP) and per client id;
     ``on_failure(reason)`` is told of every error answer: its ``error``, or BLOCKED (429)."""
     try:
-        if method != "POST":
-            raise _OAuthError(405, INVALID_REQUEST, "use POST", (("Allow", "POST"),))
-        form = _parse_form(headers, body)
-        client_id, secret, via_basic = _client_credentials(headers, form)
-        if guard is not None:
-            retry_after = guard.retry_after(address, client_id)
-            if retry_after:
-                raise _too_many_failures(retry_after)
-        try:
-            record = _authenticate(client_id, secret, via_basic, lookup_client)
-        except _AuthenticationFailed as exc:
-            if guard is not None:
-                guard.failed(address, client_id, known=exc.known_client)
-            raise
+        form, client_id, record = _authenticated_client(
+            method, headers, body, lookup_client, guard, address
+        )
         grant_type = form.get("grant_type")
         if grant_type is None:
             raise _invalid_request("grant_type is required")
@@ -147,14 +144,80 @@ def handle_token_request(
                 400, UNSUPPORTED_GRANT_TYPE, f"only {GRANT_CLIENT_CREDENTIALS} is supported"
             )
     except _OAuthError as exc:
-        if on_failure is not None:
-            on_failure(BLOCKED if exc.status == 429 else exc.error)
-        return _respond(
-            exc.status, {"error": exc.error, "error_description": exc.description}, exc.headers
-        )
+        return _error_answer(exc, on_failure)
     # "scope" is accepted and ignored: tokens carry no scopes, subscriptions decide access.
     token, expires_in = issuer.issue(record.application, record.key_type, client_id)
     return _respond(200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in})
+
+
+def handle_revoke_request(
+    method: str,
+    headers: dict[str, str],
+    body: bytes,
+    lookup_client: Callable[[str], ClientRecord | None],
+    verifier: TokenVerifier,
+    revoke: Callable[[Revocation], object],
+    *,
+    guard: TokenGuard | None = None,
+    address: str | None = None,
+    on_failure: Callable[[str], None] | None = None,
+) -> Response:
+    """Answer one revocation request (RFC 7009 §2); ``revoke(entry)`` is called for a token
+    of the authenticated client, before the 200 (an exception from it propagates: a 200
+    means the revocation was taken). The other arguments are as for
+    :func:`handle_token_request`, with the same client authentication and guard."""
+    try:
+        form, client_id, _ = _authenticated_client(
+            method, headers, body, lookup_client, guard, address
+        )
+        token = form.get("token")
+        if token is None:
+            raise _invalid_request("token is required")
+        claims = verifier.claims_for_revocation(token)
+        if claims is not None and claims.consumer_key != client_id:
+            raise _OAuthError(400, UNAUTHORIZED_CLIENT, "the token was not issued to this client")
+    except _OAuthError as exc:
+        return _error_answer(exc, on_failure)
+    if claims is not None:
+        revoke(revoke_token(claims))
+    # §2.2: the status says it all; an empty body, and no Content-Type for it.
+    return 200, list(_NO_STORE), b""
+
+
+def _authenticated_client(
+    method: str,
+    headers: dict[str, str],
+    body: bytes,
+    lookup_client: Callable[[str], ClientRecord | None],
+    guard: TokenGuard | None,
+    address: str | None,
+) -> tuple[dict[str, str], str, ClientRecord]:
+    """(form, client id, its record) of a POSTed form whose client authenticated; the
+    guard answers 429 before the secret is looked at, and counts the failed checks."""
+    if method != "POST":
+        raise _OAuthError(405, INVALID_REQUEST, "use POST", (("Allow", "POST"),))
+    form = _parse_form(headers, body)
+    client_id, secret, via_basic = _client_credentials(headers, form)
+    if guard is not None:
+        retry_after = guard.retry_after(address, client_id)
+        if retry_after:
+            raise _too_many_failures(retry_after)
+    try:
+        record = _authenticate(client_id, secret, via_basic, lookup_client)
+    except _AuthenticationFailed as exc:
+        if guard is not None:
+            guard.failed(address, client_id, known=exc.known_client)
+        raise
+    return form, client_id, record
+
+
+def _error_answer(exc: _OAuthError, on_failure: Callable[[str], None] | None) -> Response:
+    """The JSON error answer (RFC 6749 §5.2), told to ``on_failure`` first."""
+    if on_failure is not None:
+        on_failure(BLOCKED if exc.status == 429 else exc.error)
+    return _respond(
+        exc.status, {"error": exc.error, "error_description": exc.description}, exc.headers
+    )
 
 
 def _respond(status: int, body: dict[str, object], extra: HeaderList = ()) -> Response:

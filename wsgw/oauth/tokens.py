@@ -128,10 +128,40 @@ class TokenVerifier:
                 self._cache.popitem(last=False)
         return claims
 
+    def claims_for_revocation(self, token: object) -> TokenClaims | None:
+        """The claims of a token this gateway issued, expired or not yet valid included
+        (a token is identified whatever the clock says: revoking one not valid yet matters,
+        one expired is harmless); None for anything else. Signature, issuer and claim
+        shapes are checked as by verify(), so a forged token never yields claims. Never
+        raises for bad input."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            return None
+        cached = self._cache.get(token)  # verified already; no reordering: not a use
+        if cached is not None:
+            return cached
+        try:
+            claims, _ = self._signed_claims(token)
+        except InvalidToken:
+            return None
+        return claims
+
     def _is_expired(self, expires_at: int) -> bool:
         return self._clock() >= expires_at + self._leeway_s
 
     def _verify_uncached(self, token: str) -> TokenClaims:
+        claims, nbf = self._signed_claims(token)
+        # Signature first, then times: "expired" is only said of tokens we really issued.
+        now = self._clock()
+        leeway = self._leeway_s
+        if claims.issued_at > now + leeway or (nbf is not None and nbf > now + leeway):
+            raise InvalidToken(_INVALID)
+        if self._is_expired(claims.expires_at):
+            raise InvalidToken(_EXPIRED)
+        return claims
+
+    def _signed_claims(self, token: str) -> tuple[TokenClaims, int | None]:
+        """The claims and `nbf` of a token signed with our key by our issuer, with every
+        claim of the shape we issue; the times are not compared with the clock."""
         try:
             payload = self._decoder.decode(
                 token,
@@ -153,14 +183,7 @@ class TokenVerifier:
         jti = _str_claim(payload, "jti")
         if payload["sub"] != application or key_type not in KEY_TYPES:
             raise InvalidToken(_INVALID)
-
-        # Signature first, then times: "expired" is only said of tokens we really issued.
-        now = self._clock()
-        if iat > now + self._leeway_s or (nbf is not None and nbf > now + self._leeway_s):
-            raise InvalidToken(_INVALID)
-        if self._is_expired(exp):
-            raise InvalidToken(_EXPIRED)
-        return TokenClaims(application, key_type, consumer_key, jti, iat, exp)
+        return TokenClaims(application, key_type, consumer_key, jti, iat, exp), nbf
 
 
 def _int_claim(payload: dict[str, Any], name: str) -> int:

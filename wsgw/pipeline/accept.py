@@ -222,6 +222,12 @@ class HttpLeg(ClientSide, asyncio.Protocol):
         self._task = None
         transport.set_protocol(leg)
         leg.start(bytes(early))
+        # What changed while the backend answered (a reload, a revocation) applies too.
+        current = self._current()
+        if current is not services:
+            leg.recheck(current)
+        elif services.revocations:
+            leg.revoke_check(services)
 
     # ---------------------------------------------------------------- helpers
     def _drop_backend(self) -> None:

@@ -19,14 +19,17 @@ without a close frame leaves the other one a PeerGone).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import Any
 
 from wsgw import _core
 from wsgw.errors import (
+    AccessEnded,
     BackendFailed,
     CloseCode,
+    ClosedByOperator,
     ConnectionEnded,
     DurationReached,
     IdleTimeout,
@@ -34,7 +37,7 @@ from wsgw.errors import (
     ProtocolViolation,
     ShuttingDown,
 )
-from wsgw.pipeline import handshake
+from wsgw.pipeline import handshake, live
 from wsgw.pipeline.backend import BackendLeg
 from wsgw.pipeline.enforce import LimitEnforcement
 from wsgw.pipeline.flow import (
@@ -43,6 +46,7 @@ from wsgw.pipeline.flow import (
     OPEN,
     PAUSE_BACKPRESSURE,
     PAUSE_HANDSHAKE,
+    PAUSE_THROTTLE,
     ClientSide,
     mid_frame,
 )
@@ -50,6 +54,8 @@ from wsgw.pipeline.stages import Handshake
 from wsgw.pipeline.telemetry import ConnectionRecord
 
 log = logging.getLogger("wsgw.relay")
+
+_ids = itertools.count(1)  # connection ids, per process (each worker has its admin port)
 
 
 class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Protocol):
@@ -74,10 +80,14 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         self.state = OPEN
         self.transport = transport
         self.backend = backend
+        self.id = next(_ids)
         self.peer = hs.peer
         self.api = hs.route.api
+        self.api_tier = hs.route.api_tier
+        self.claims = hs.claims
         self.grant = hs.grant
         self.admission = hs.admission
+        self.compressed = hs.answer.permessage_deflate
         self.paused = paused
         self._switching = handshake.client_switching_protocols(hs.offer, hs.answer)
         self._c2b_drops = 0
@@ -88,7 +98,10 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         self.close_code: int | None = None
         self.closed_by = "-"
         self._client_failed = False  # the gateway failed the client (RFC 6455 §7.1.7)
-        self._duration_timer: asyncio.TimerHandle | None = None
+        # Loop times when the connection must end, if ever (the tier's duration cap, the
+        # token's exp under `on_token_expiry: close`): checked on the one deadline.
+        self._duration_ends_at: float | None = None
+        self._expires_at: float | None = None
         settings = services.settings
         # b2c first: a set c2b is what sends chunks down the relay path, which reads both.
         compressed = hs.answer.permessage_deflate
@@ -114,7 +127,8 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         self.services.connections.add(self)
         self._start_accounting()
         self.transport.write(self._switching)
-        self.services.deadlines.arm(self, self.services.settings.idle_timeout_s / 2)
+        self._set_expiry(self.api)
+        self._arm_open_deadline()
         self.backend.start_relay(self)
         if early:
             self.data_received(early)
@@ -183,15 +197,98 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         if admission is not None:
             self.c2b.set_gate(admission.client_gate)
             self.b2c.set_gate(admission.backend_gate)
-            if admission.max_duration_s is not None:
-                self._duration_timer = services.loop.call_later(
-                    admission.max_duration_s, self._duration_reached
-                )
+            self._set_duration(admission.max_duration_s)
 
-    def _duration_reached(self) -> None:
-        if self.state == OPEN:
-            self.end(DurationReached("maximum connection duration reached"))
-            self._check_done()
+    def _set_duration(self, max_duration_s: float | None) -> None:
+        """The tier's duration cap, counted from the connection's start."""
+        if max_duration_s is None:
+            self._duration_ends_at = None
+        else:
+            elapsed = time.monotonic() - self.record.started_mono
+            self._duration_ends_at = self.services.loop.time() + max_duration_s - elapsed
+
+    def _set_expiry(self, api: Any) -> None:
+        """`on_token_expiry: close`: the token's exp (wall clock) as a loop time."""
+        claims = self.claims
+        if claims is None or api.on_token_expiry != "close":
+            self._expires_at = None
+        else:
+            self._expires_at = self.services.loop.time() + (claims.expires_at - time.time())
+
+    # ------------------------------------------------------------ live checks
+    def recheck(self, services: Any) -> bool:
+        """Judge the open connection again by `services` (a reload's new bundle): end it
+        if its access ended, else apply its API's and tiers' current limits. True if
+        ended. The connection keeps its own bundle for everything else (endpoints,
+        timeouts): those apply to new connections."""
+        if self.state != OPEN:
+            return False
+        verdict = live.judge(services, self.api.name, self.api.version, self.claims)
+        if isinstance(verdict, ConnectionEnded):
+            return self._ended_by(verdict)
+        route, grant = verdict.route, verdict.grant
+        before = (self.grant.subscription_tier, self.grant.application_tier, self.api_tier)
+        if before != (grant.subscription_tier, grant.application_tier, route.api_tier):
+            policy = services.throttle.repolicy(grant, route.api, route.api_tier)
+            agreed = (self.c2b.self_contained, self.b2c.self_contained)
+            unsafe = live.unsafe_drop(policy, self.compressed, agreed)
+            if unsafe is not None:
+                return self._ended_by(unsafe)
+            if policy.new_limits:
+                services.spawn(services.throttle.prime(policy.new_limits))
+            self.c2b.set_gate(policy.client_gate)
+            self.b2c.set_gate(policy.backend_gate)
+            # A message held by `shape` is retried under the new limits now, not when the
+            # old ones would have had tokens again.
+            for from_client, leg in ((True, self), (False, self.backend)):
+                if leg is not None and leg.paused & PAUSE_THROTTLE:
+                    services.loop.call_soon(self._unshape, from_client)
+            if self.admission is not None:
+                self.admission.client_gate = policy.client_gate
+                self.admission.backend_gate = policy.backend_gate
+            self._set_duration(policy.max_duration_s)
+        self.grant, self.api, self.api_tier = grant, route.api, route.api_tier
+        self._set_expiry(route.api)
+        return self._check_ends() or self._arm_open_deadline()
+
+    def revoke_check(self, services: Any) -> bool:
+        """Only the revocation list (a new revocation): True if the connection ended."""
+        if self.state != OPEN:
+            return False
+        ended = live.revoked(services, self.claims)
+        return ended is not None and self._ended_by(ended)
+
+    def close_by_operator(self, code: int, reason: str) -> bool:
+        if self.state != OPEN:
+            return False
+        return self._ended_by(ClosedByOperator(reason, code))
+
+    def _ended_by(self, why: ConnectionEnded) -> bool:
+        self.end(why)
+        self._check_done()
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the admin port lists: never a token."""
+        record = self.record
+        c2b, b2c = self.c2b, self.b2c
+        grant = self.grant
+        return {
+            "id": self.id,
+            "api": self.api.name,
+            "version": self.api.version,
+            "application": grant.application,
+            "key_type": grant.key_type,
+            "tier": grant.tier_name,
+            "client": self.peer,
+            "started": record.started_wall,
+            "messages_in": c2b.data_frames,
+            "bytes_in": c2b.data_bytes,
+            "messages_out": b2c.data_frames,
+            "bytes_out": b2c.data_bytes,
+            "compressed": self.compressed,
+            "token_expires": self.claims.expires_at if self.claims is not None else None,
+        }
 
     # ------------------------------------------------------------ frame events
     def client_event(self, event: int) -> None:
@@ -316,9 +413,11 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
 
     # --------------------------------------------------------------- deadline
     def deadline_reached(self) -> None:
-        """OPEN: the idle check; CLOSING: the close handshake took too long."""
+        """OPEN: the end of the token or of the duration cap, else the idle check;
+        CLOSING: the close handshake took too long."""
         if self.state == OPEN:
-            self._idle_check()
+            if not self._check_ends():
+                self._idle_check()
         elif self.state == CLOSING:
             log.debug("close handshake with %s timed out", self.peer)
             self.abort()
@@ -338,7 +437,27 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         elif now - self._active_at >= idle_timeout:
             self.end(IdleTimeout("idle timeout"))
             return
-        services.deadlines.arm(self, idle_timeout / 2)
+        self._arm_open_deadline()
+
+    def _check_ends(self) -> bool:
+        """End the connection if its token expired (`close`) or its duration is up."""
+        now = self.services.loop.time()
+        if self._expires_at is not None and now >= self._expires_at:
+            return self._ended_by(AccessEnded(live.TOKEN_EXPIRED, CloseCode.TOKEN_EXPIRED))
+        if self._duration_ends_at is not None and now >= self._duration_ends_at:
+            return self._ended_by(DurationReached("maximum connection duration reached"))
+        return False
+
+    def _arm_open_deadline(self) -> bool:
+        """The next idle check, or the token's or the duration's end if sooner. False."""
+        services = self.services
+        delay = services.settings.idle_timeout_s / 2
+        now = services.loop.time()
+        for at in (self._expires_at, self._duration_ends_at):
+            if at is not None:
+                delay = min(delay, at - now)
+        services.deadlines.arm(self, max(delay, 0.0))
+        return False
 
     # ------------------------------------------------------------------- end
     def _finish(self) -> None:
@@ -375,6 +494,3 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
             backend.relay = None  # the compiled path reads its client only with a relay
             backend.client = None
         self.transport = None
-        if self._duration_timer is not None:  # it would hold the connection until it fires
-            self._duration_timer.cancel()
-            self._duration_timer = None

@@ -68,6 +68,7 @@ class RouteTable:
     def __init__(self, config: GatewayConfig) -> None:
         self._by_context: dict[str, dict[str, Route]] = {}
         self._default: dict[str, Route] = {}
+        self._by_name: dict[tuple[str, str], Route] = {}
         for api in config.apis:
             route = Route(
                 api=api,
@@ -78,9 +79,14 @@ class RouteTable:
                 api_tier=config.tiers[api.throttle] if api.throttle is not None else None,
             )
             self._by_context.setdefault(api.context, {})[api.version] = route
+            self._by_name[(api.name, api.version)] = route
             if api.default_version:
                 self._default[api.context] = route
         self._max_depth = max((c.count("/") for c in self._by_context), default=0)
+
+    def named(self, name: str, version: str) -> Route | None:
+        """The route of API `name` at `version` (what an open connection is rechecked by)."""
+        return self._by_name.get((name, version))
 
     def match(self, path: str) -> tuple[Route, str]:
         """The route for a request path, and the path suffix to send to the backend.

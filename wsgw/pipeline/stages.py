@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsgw.config.models import Api
-from wsgw.errors import GatewayError, TooManyRequests
+from wsgw.errors import GatewayError, InvalidToken, ServiceUnavailable, TooManyRequests
 from wsgw.http import Request, Response
 from wsgw.oauth.tokens import TokenClaims
 from wsgw.pipeline import handshake
@@ -59,6 +59,9 @@ class Handshake:
 
 
 def route(hs: Handshake) -> None:
+    if hs.services.state.refusing_upgrades:
+        # Load balancers see /health say 503 and stop sending; what still comes is sent on.
+        raise ServiceUnavailable("gateway draining: connect again", retry_after_s=0)
     hs.route, hs.suffix = hs.services.routes.match(hs.request.path)
 
 
@@ -68,7 +71,10 @@ def check_upgrade(hs: Handshake) -> None:
 
 def _bearer_token(hs: Handshake) -> None:
     token, hs.query = extract_token(hs.request.headers, hs.request.query)
-    hs.claims = hs.services.verifier.verify(token)
+    claims = hs.services.verifier.verify(token)
+    if hs.services.revocations.revokes(claims) is not None:
+        raise InvalidToken("access token revoked")
+    hs.claims = claims
 
 
 def _no_token(hs: Handshake) -> None:

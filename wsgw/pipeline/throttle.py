@@ -106,13 +106,7 @@ class Throttle:
     # ---------------------------------------------------------- per connection
     async def admit(self, grant: Grant, api: Api, api_tier: Tier | None) -> Admission:
         """Take the connection slots and build the gate; 429 when a cap is full."""
-        keys = (
-            f"sub:{grant.application}:{api.name}:{api.version}",
-            f"app:{grant.application}",
-            f"api:{api.name}:{api.version}",
-        )
-        tiers = (grant.subscription_tier, grant.application_tier, api_tier)
-        scoped = list(zip(SCOPES, keys, tiers, strict=True))
+        scoped = _scoped(grant, api, api_tier)
         admission = Admission(None, None, None, scope_labels=SCOPES, _store=self.slots)
         try:
             for scope, key, tier in scoped:
@@ -128,26 +122,74 @@ class Throttle:
         except BaseException:
             await admission.release()
             raise
+        policy = self.policy(scoped)
+        if self.cluster is not None:
+            for key in policy.new_limits:
+                await self.cluster.prime(key)  # a new shared limit starts with tokens
+        admission.client_gate = policy.client_gate
+        admission.backend_gate = policy.backend_gate
+        admission.max_duration_s = policy.max_duration_s
+        return admission
+
+    def policy(self, scoped: list[tuple[str, str, Tier | None]]) -> Policy:
+        """The gates and duration cap of (scope, key, tier) entries, with this process's
+        shared Limits (a tier edit makes a new Limit for its key)."""
         gates: dict[bool, list[tuple[_core.Limit, int, int]]] = {True: [], False: []}
         durations = []
+        new_limits = []
         for index, (_scope, key, tier) in enumerate(scoped):
             if tier is None:
                 continue
             if tier.max_connection_duration_s is not None:
                 durations.append(tier.max_connection_duration_s)
-            known = key in self._limits
+            known = self._limits.get(key)
             limit = self.limit_for(key, tier)
             if limit is None:
                 continue
-            if self.cluster is not None and (not known or self._limits[key][1] is not limit):
-                await self.cluster.prime(key)  # a new shared limit starts with tokens
+            if known is None or known[1] is not limit:
+                new_limits.append(key)
             for from_client, entries in gates.items():
                 if tier.counts(from_client):
                     entries.append((limit, ACTIONS[tier.action(from_client)], index))
-        admission.client_gate = _core.Gate(gates[True]) if gates[True] else None
-        admission.backend_gate = _core.Gate(gates[False]) if gates[False] else None
-        admission.max_duration_s = min(durations) if durations else None
-        return admission
+        return Policy(
+            client_gate=_core.Gate(gates[True]) if gates[True] else None,
+            backend_gate=_core.Gate(gates[False]) if gates[False] else None,
+            max_duration_s=min(durations) if durations else None,
+            new_limits=new_limits,
+        )
+
+    def repolicy(self, grant: Grant, api: Api, api_tier: Tier | None) -> Policy:
+        """An open connection's policy after a reload (its slots stay as they are: a
+        lowered max_connections applies to new connections). New shared limits are primed
+        in the background."""
+        return self.policy(_scoped(grant, api, api_tier))
+
+    async def prime(self, keys: list[str]) -> None:
+        """New shared limits start with tokens leased (cluster), as at a handshake."""
+        if self.cluster is not None:
+            for key in keys:
+                await self.cluster.prime(key)
+
+
+@dataclass(slots=True)
+class Policy:
+    client_gate: _core.Gate | None
+    backend_gate: _core.Gate | None
+    max_duration_s: float | None
+    new_limits: list[str]  # keys whose Limit was made for this policy
+
+    def drops(self, from_client: bool) -> bool:
+        return _drops(self.client_gate if from_client else self.backend_gate)
+
+
+def _scoped(grant: Grant, api: Api, api_tier: Tier | None) -> list[tuple[str, str, Tier | None]]:
+    keys = (
+        f"sub:{grant.application}:{api.name}:{api.version}",
+        f"app:{grant.application}",
+        f"api:{api.name}:{api.version}",
+    )
+    tiers = (grant.subscription_tier, grant.application_tier, api_tier)
+    return list(zip(SCOPES, keys, tiers, strict=True))
 
 
 def _drops(gate: _core.Gate | None) -> bool:

@@ -16,9 +16,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from wsgw import _core, drain
+from wsgw import _core, drain, logs
 from wsgw.admin import AdminConnections, AdminProtocol, load_admin_token
 from wsgw.config import load_config
+from wsgw.config.loader import display_path
 from wsgw.config.models import GatewayConfig, Subscriptions
 from wsgw.errors import ConfigError
 from wsgw.fdlimits import FdBudget, raise_nofile_limit
@@ -39,10 +40,13 @@ from wsgw.pipeline.throttle import Throttle
 from wsgw.plain_http import token_exchange
 from wsgw.reload import Files, FileWatch, keep_restart_only, load_files, signing_key
 from wsgw.services import RuntimeState, Services
+from wsgw.workers import check_workers
 
 log = logging.getLogger("wsgw")
 
 WATCH_INTERVAL_S = 0.25  # how often the files' signatures are compared
+PERSIST_INTERVAL_S = 1.0  # revocations made here are written at most this often
+SECOND_SIGNAL_S = 1.0  # a SIGTERM this soon after the first is the same one, delivered twice
 PRUNE_INTERVAL_S = 60.0  # revocations whose tokens have all expired are forgotten
 REFUSAL_LOG_INTERVAL_S = 10.0
 
@@ -61,15 +65,26 @@ class Gateway:
         config: GatewayConfig,
         *,
         worker: int = 0,
+        workers: int = 1,
         config_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        """`config_path`: the file `config` was loaded from, read again by every reload
-        (without one, a reload reads the subscriptions and the key against `config`)."""
+        """`config_path`: the file `config` was loaded from, read again now (a worker the
+        supervisor restarts gets what is on disk, with the supervisor's listeners) and by
+        every reload; without one, the subscriptions and the key are read against
+        `config`. `workers`: how many processes share the port (a reload that they could
+        not enforce alone is refused, as `wsgw serve` refuses it at start)."""
         self.worker = worker
+        self.workers = workers
         self.config_path = os.fspath(config_path) if config_path is not None else None
         self.loop = asyncio.get_running_loop()
-        files = load_files(None, config)
         self.config = config
+        # Signatures first, then the read: a change in between is seen by the watch.
+        self._files = FileWatch(self._reloaded_files())
+        self._revocation_file = FileWatch([config.security.revocations_file])
+        files = load_files(self.config_path, config)
+        config, _ = keep_restart_only(config, files.config)
+        self.config = config
+        self._files.retarget(self._reloaded_files())
         gw = config.gateway
         analytics = config.analytics
         telemetry = Telemetry(
@@ -143,10 +158,10 @@ class Gateway:
         self._servers: list[asyncio.Server] = []
         self._gateway_servers: list[asyncio.Server] = []
         self._watcher: asyncio.Task[None] | None = None
-        self._files = FileWatch(self._reloaded_files())
-        self._revocation_file = FileWatch([config.security.revocations_file])
         self._reuse_port = False
         self._drain: asyncio.Task[None] | None = None
+        self._drain_began = 0.0
+        self._unwritten: list[Revocation] = []  # made here, not yet in the file
         self._revoke_pass: asyncio.Handle | None = None
         self.finished = asyncio.Event()  # set once stop() is done (serve waits on it)
 
@@ -284,6 +299,13 @@ class Gateway:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
+        if self._unwritten:  # revocations made in the last second: written before exit
+            entries, self._unwritten = self._unwritten, []
+            path = self.config.security.revocations_file
+            with contextlib.suppress(ConfigError, OSError):
+                await self.loop.run_in_executor(
+                    None, record_revocations, path, entries, time.time()
+                )
         if self._background:
             await asyncio.wait(self._background, timeout=1.0)
         if self.events is not None:
@@ -299,11 +321,13 @@ class Gateway:
     # ----------------------------------------------------------------- drain
     def terminate(self) -> None:
         """SIGTERM: the first one drains (unless there is nothing to wait for), a second
-        one stops at once."""
+        one stops at once. A second one within a second is the same SIGTERM delivered
+        twice (systemd signals every process of the unit, and the supervisor passes it on
+        too): it does not end the drain."""
         gw = self.config.gateway
         if self._drain is None and (gw.drain_s > 0 or gw.drain_close_window_s > 0):
             self.begin_drain("SIGTERM")
-        else:
+        elif self._drain is None or self.loop.time() - self._drain_began >= SECOND_SIGNAL_S:
             self.begin_stop()
 
     def begin_drain(self, trigger: str) -> dict[str, Any]:
@@ -321,6 +345,7 @@ class Gateway:
                 gw.drain_close_window_s,
             )
             self.state.draining = True
+            self._drain_began = self.loop.time()
             if self._reuse_port:
                 # The kernel gives new connections to the other processes on the port;
                 # those accepted here already are served, their upgrade included.
@@ -342,7 +367,13 @@ class Gateway:
         await drain.close_spread(
             legs, gw.drain_close_window_s, lambda leg: leg.shutdown("gateway draining")
         )
-        await self.stop(grace_s=gw.close_timeout_s)
+        await self._stop_then_finish(grace_s=gw.close_timeout_s)
+
+    async def _stop_then_finish(self, grace_s: float = 5.0) -> None:
+        try:
+            await self.stop(grace_s)
+        finally:  # serve() waits for this: a failing stop must still let the process exit
+            self.finished.set()
 
     def begin_stop(self) -> None:
         """SIGINT, or a second SIGTERM: close everyone now (1001) and stop."""
@@ -352,7 +383,7 @@ class Gateway:
 
     async def _stop_now(self) -> None:
         log.info("shutting down: closing %d connections", len(self.connections))
-        await self.stop()
+        await self._stop_then_finish()
 
     def _waited_for(self) -> int:
         """What the drain waits for: the relayed connections; with SO_REUSEPORT (the
@@ -387,11 +418,11 @@ class Gateway:
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
             try:
-                if self.config.gateway.watch_files:
-                    if self._files.changed():
-                        self.reload("a file changed")
-                    if self._revocation_file.changed():
-                        self._merge_revocations(self._read_revocations(self.config), publish=False)
+                if self.config.gateway.watch_files and self._files.changed():
+                    self.reload("a file changed")
+                # Always: the CLI's revocations reach a gateway without Redis only this way.
+                if self._revocation_file.changed():
+                    self._merge_revocations(self._read_revocations(self.config), publish=False)
                 if self.loop.time() >= next_prune:
                     next_prune = self.loop.time() + PRUNE_INTERVAL_S
                     self.revocations.prune(time.time())
@@ -415,6 +446,14 @@ class Gateway:
             log.error("%s: not reloaded, keeping the running config:\n%s", trigger, err)
             return {"result": "failed", "errors": err.problems}
         config, restart_needed = keep_restart_only(self.config, files.config)
+        problem = check_workers(config, self.workers)
+        if problem is not None:  # the limits would be N times too wide
+            problems = [f"{display_path(self.config_path or 'wsgw.yaml')}: {problem}"]
+            state.reloads["failed"] += 1
+            state.last_reload_ok = False
+            state.reload_errors = problems
+            log.error("%s: not reloaded, keeping the running config:\n%s", trigger, problems[0])
+            return {"result": "failed", "errors": problems}
         for name in restart_needed:
             log.warning("%s: %s changed: a restart is needed to apply it", trigger, name)
         try:
@@ -431,6 +470,7 @@ class Gateway:
         state.restart_needed = restart_needed
         state.last_reload_success = time.time()
         state.config_generation += 1
+        self._merge_revocations(self._read_revocations(config), publish=False)
         ended = self._recheck_all()
         log.info(
             "%s: reloaded: %d APIs, %d applications; %d open connections ended",
@@ -464,12 +504,23 @@ class Gateway:
         self.telemetry.set_labels(_api_labels(config), _application_labels(files.subscriptions))
 
     def _recheck_all(self) -> int:
+        return self._each_relayed("recheck")
+
+    def _each_relayed(self, check: str) -> int:
+        """`conn.<check>(services)` on every relayed connection; how many it ended. A bug
+        on one connection is logged and the pass goes on: the others are judged all the same."""
         services = self.services
-        return sum(
-            1
-            for conn in list(self.connections)
-            if hasattr(conn, "recheck") and conn.recheck(services)
-        )
+        ended = 0
+        for conn in list(self.connections):
+            judge = getattr(conn, check, None)
+            if judge is None:
+                continue
+            try:
+                ended += bool(judge(services))
+            except Exception:
+                logs.throttled(log).error("%s failed on a connection: a bug", check)
+                log.debug("%s failed", check, exc_info=True)
+        return ended
 
     # ------------------------------------------------------------ revocations
     def _read_revocations(self, config: GatewayConfig) -> list[Revocation]:
@@ -480,13 +531,21 @@ class Gateway:
             return []
 
     def revoke(self, entries: list[Revocation]) -> None:
-        """Revocations made here (POST /oauth2/revoke): in force at once, written to the
-        file in the background, and told to the cluster."""
-        self._merge_revocations(entries, publish=True)
-        path = self.config.security.revocations_file
-        self.spawn(self._persist(path, entries))
+        """Revocations made here (POST /oauth2/revoke): in force at once, told to the
+        cluster, and written to the file in the background, at most once a second however
+        many come (each write is a locked read, merge and fsync'd replace)."""
+        now = time.time()
+        new = self._merge_revocations([e for e in entries if e.expires_at >= now], publish=True)
+        if not new:
+            return
+        if not self._unwritten:
+            self.spawn(self._persist())
+        self._unwritten.extend(new)
 
-    async def _persist(self, path: str, entries: list[Revocation]) -> None:
+    async def _persist(self) -> None:
+        await asyncio.sleep(PERSIST_INTERVAL_S)
+        entries, self._unwritten = self._unwritten, []
+        path = self.config.security.revocations_file
         try:
             await self.loop.run_in_executor(None, record_revocations, path, entries, time.time())
         except (ConfigError, OSError) as err:
@@ -496,22 +555,20 @@ class Gateway:
         """The cluster's revocations (another gateway, the CLI, a reconciliation)."""
         self._merge_revocations(entries, publish=False)
 
-    def _merge_revocations(self, entries: list[Revocation], *, publish: bool) -> None:
+    def _merge_revocations(self, entries: list[Revocation], *, publish: bool) -> list[Revocation]:
         new = self.revocations.merge(entries)
         if not new:
-            return
+            return new
         if publish and self.events is not None:
             self.events.publish_revocations(new)
         # Coalesced: a burst of revocations costs one pass over the open connections.
         if self._revoke_pass is None:
             self._revoke_pass = self.loop.call_soon(self._revocation_pass)
+        return new
 
     def _revocation_pass(self) -> None:
         self._revoke_pass = None
-        services = self.services
-        for conn in list(self.connections):
-            if hasattr(conn, "revoke_check"):
-                conn.revoke_check(services)
+        self._each_relayed("revoke_check")
 
     # ------------------------------------------------------ open connections
     def list_connections(self, filters: dict[str, str]) -> list[dict[str, Any]]:
@@ -592,13 +649,14 @@ async def serve(
     ready: asyncio.Event | None = None,
     *,
     worker: int = 0,
+    workers: int = 1,
     reuse_port: bool = False,
     config_path: str | os.PathLike[str] | None = None,
 ) -> None:
     """Run until stopped: SIGTERM drains (a second one, or SIGINT, stops at once), SIGHUP
     reloads the files."""
     loop = asyncio.get_running_loop()
-    gateway = Gateway(config, worker=worker, config_path=config_path)
+    gateway = Gateway(config, worker=worker, workers=workers, config_path=config_path)
     await gateway.start(reuse_port=reuse_port)
     loop.add_signal_handler(signal.SIGTERM, gateway.terminate)
     loop.add_signal_handler(signal.SIGINT, gateway.begin_stop)
@@ -627,11 +685,20 @@ def run_gateway(
     worker: int = 0,
     reuse_port: bool = False,
     config_path: str | os.PathLike[str] | None = None,
+    workers: int = 1,
 ) -> int:
     import uvloop
 
     try:
-        uvloop.run(serve(config, worker=worker, reuse_port=reuse_port, config_path=config_path))
+        uvloop.run(
+            serve(
+                config,
+                worker=worker,
+                workers=workers,
+                reuse_port=reuse_port,
+                config_path=config_path,
+            )
+        )
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
@@ -642,7 +709,7 @@ def run_gateway(
 
 
 def cmd_serve(args) -> int:  # noqa: ANN001
-    from wsgw.workers import check_workers, run_workers
+    from wsgw.workers import run_workers
 
     configure_logging(args.log_level)
     try:
@@ -660,6 +727,7 @@ def cmd_serve(args) -> int:  # noqa: ANN001
     path = args.config
     if args.workers == 1:
         return run_gateway(config, reuse_port=args.reuse_port, config_path=path)
+    n = args.workers
     return run_workers(
-        config, args.workers, lambda i: run_gateway(config, i, reuse_port=True, config_path=path)
+        config, n, lambda i: run_gateway(config, i, reuse_port=True, config_path=path, workers=n)
     )

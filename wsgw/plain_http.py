@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ from wsgw import _core
 from wsgw.errors import (
     BadRequest,
     CloseCode,
+    Forbidden,
     GatewayError,
     MethodNotAllowed,
     NotFound,
@@ -191,7 +193,35 @@ def admin_authorized(services: Any, request: Request) -> bool:
     )
 
 
+def _not_from_a_browser(services: Any, request: Request) -> None:
+    """The admin port closes connections and drains the gateway: a web page must not be
+    able to ask it to. Browsers mark their requests (`Origin` on a cross-site POST or
+    DELETE, `Sec-Fetch-Site` on every request), which the port's real clients (curl,
+    Prometheus, scripts) do not send; without a token, the Host must also name a loopback
+    address, so a DNS-rebound page cannot read it either."""
+    headers = request.headers
+    site = headers.get("sec-fetch-site")
+    if headers.get_all("origin") or (site is not None and site != "none"):
+        raise Forbidden("the admin port does not answer browser requests")
+    if getattr(services, "admin_token", None) is None and not _loopback_host(headers.get("host")):
+        raise Forbidden("the admin port without a token answers only a loopback Host")
+
+
+def _loopback_host(host: str | None) -> bool:
+    if host is None:  # HTTP/1.0: no Host, and no browser sends that
+        return True
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _require_admin_token(services: Any, request: Request) -> None:
+    _not_from_a_browser(services, request)
     if admin_authorized(services, request):
         return
     if not request.headers.get_all("authorization"):

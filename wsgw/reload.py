@@ -87,16 +87,25 @@ def load_files(config_path: str | os.PathLike[str] | None, config: GatewayConfig
     """Read the files as the gateway runs them: `config_path` (or, without one, the config
     given), the subscriptions it names, checked against it, and the signing key."""
     if config_path is not None:
-        if os.path.exists(config_path) and os.path.getsize(config_path) == 0:
-            # A file being rewritten in place reads empty for a moment: as "all defaults"
-            # it would remove every API and close every connection.
-            raise ConfigError([f"{display_path(config_path)}: empty: not reloaded"])
+        _not_empty(config_path)
         config = load_config(config_path)
         problems = config_file_problems(config, config_path)
         if problems:
             raise ConfigError(problems)
+    _not_empty(config.gateway.subscriptions_file)
     subscriptions = load_subscriptions(config.gateway.subscriptions_file, config)
     return Files(config, subscriptions, signing_key(config), backend_tls(config))
+
+
+def _not_empty(path: str | os.PathLike[str]) -> None:
+    """An empty file reads as "all defaults": no APIs, no applications, which would close
+    every connection. Files being rewritten in place read empty for a moment."""
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError:
+        return  # the loader says what is wrong with it
+    if empty:
+        raise ConfigError([f"{display_path(path)}: empty file: not loaded"])
 
 
 def keep_restart_only(
@@ -131,17 +140,24 @@ def signature(path: str | os.PathLike[str]) -> Signature:
 
 
 class FileWatch:
-    """The signatures of a set of files, compared on each poll."""
+    """The signatures of a set of files, compared on each poll. A change counts once the
+    files have stayed as they are for one more poll: an editor that writes a file in place
+    shows a half-written one for a moment, and a reload must not apply it."""
 
     def __init__(self, paths: list[str]) -> None:
         self.paths = paths
         self._seen = [signature(p) for p in paths]
+        self._settling: list[Signature] | None = None
 
     def changed(self) -> bool:
         now = [signature(p) for p in self.paths]
         if now == self._seen:
+            self._settling = None
             return False
-        self._seen = now
+        if now != self._settling:
+            self._settling = now  # changed since the last poll: wait for it to settle
+            return False
+        self._seen, self._settling = now, None
         return True
 
     def retarget(self, paths: list[str]) -> None:
@@ -149,3 +165,4 @@ class FileWatch:
         if paths != self.paths:
             self.paths = paths
             self._seen = [signature(p) for p in paths]
+            self._settling = None

@@ -99,6 +99,9 @@ def run_workers(config: GatewayConfig, workers: int, run_one) -> int:  # noqa: A
         if stopping:
             status = status or (code if code > 0 else 0)
             continue
+        if code == 0:  # it drained and stopped (POST /drain at its admin port): not a crash
+            log.info("worker %d (pid %d) stopped", index, pid)
+            continue
         delay = RESTART_BACKOFF_S[min(restarts[index], len(RESTART_BACKOFF_S) - 1)]
         log.error("worker %d (pid %d) exited with %d; restarting in %.1fs", index, pid, code, delay)
         restarts[index] += 1

@@ -268,6 +268,21 @@ async def test_sigterm_drains_then_closes_over_the_window_with_jitter(deploy: De
     await no_traceback(drainable)
 
 
+async def test_the_same_sigterm_delivered_twice_does_not_end_the_drain(deploy: Deploy) -> None:
+    """systemd signals every process of the unit and the supervisor passes SIGTERM on too:
+    two in the same instant are one request to drain."""
+    drainable = await deploy(drain_s=20, window_s=20)
+    conns = await drainable.open(3)
+    drainable.process.send_signal(signal.SIGTERM)
+    drainable.process.send_signal(signal.SIGTERM)
+    await until_draining(drainable.deployment, time.monotonic(), 0.2)
+    await asyncio.sleep(0.5)
+    for i, ws in enumerate(conns):  # still working: no fast path was taken
+        await echo_check(ws, random.Random(100 + i), 5)
+    drainable.process.send_signal(signal.SIGINT)
+    assert await drainable.exit_status(3.0) == 0
+
+
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_second_signal_during_the_drain_closes_everyone_at_once(
     deploy: Deploy, second: signal.Signals
@@ -276,10 +291,12 @@ async def test_a_second_signal_during_the_drain_closes_everyone_at_once(
     dep = drainable.deployment
     conns = await drainable.open(10)
     drainable.process.send_signal(signal.SIGTERM)
-    await until_draining(dep, time.monotonic(), 0.2)
+    sent = time.monotonic()
+    await until_draining(dep, sent, 0.2)
     for i, ws in enumerate(conns):  # still working
         await echo_check(ws, random.Random(i), 5)
-
+    # A SIGTERM within a second of the first is taken for the same one delivered twice.
+    await asyncio.sleep(1.1 - (time.monotonic() - sent))
     drainable.process.send_signal(second)
     origin = time.monotonic()
     results = await asyncio.gather(*(closed_at(ws, origin) for ws in conns))

@@ -50,7 +50,7 @@ async def open_from(address: str, source: str = "127.0.0.1") -> Stream:
 
 async def http_get(address: str, path: str, source: str = "127.0.0.1") -> tuple[int, bytes]:
     reader, writer = await open_from(address, source)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
     try:
         data = await asyncio.wait_for(reader.read(), TIMEOUT)
     finally:

@@ -102,7 +102,7 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
 def request(
     method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b""
 ) -> Request:
-    lines = [f"{method} {target} HTTP/1.1", "Host: gw.example"]
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1:9901"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     if body or method == "POST":
         lines.append(f"Content-Length: {len(body)}")
@@ -801,3 +801,39 @@ def test_gateway_port_serves_no_admin_route(services: AdminServices) -> None:
     for method, target in OPEN_ROUTES:
         assert isinstance(refusal(GATEWAY_PORT, services, request(method, target)), NotFound)
     assert services.operations.calls == []
+
+
+# --------------------------------------------------- the admin port and browsers
+@pytest.mark.parametrize(
+    ("method", "target", "headers"),
+    [
+        ("POST", "/drain", {"Origin": "https://evil.example"}),
+        ("DELETE", "/connections?all=true", {"Origin": "null"}),
+        ("GET", "/connections", {"Sec-Fetch-Site": "cross-site"}),
+        ("POST", "/reload", {"Sec-Fetch-Site": "same-site"}),
+        ("GET", "/connections", {"Host": "rebound.evil.example"}),
+        ("GET", "/metrics", {"Host": "10.0.0.1:9901"}),
+    ],
+)
+def test_admin_refuses_what_a_web_page_could_send(
+    services: StageServices, method: str, target: str, headers: dict[str, str]
+) -> None:
+    """A page on any site (or one DNS-rebound to 127.0.0.1) must not drain the gateway,
+    close connections or read them."""
+    req = request(method, target, {"Host": "127.0.0.1:9901", **headers})
+    if "Host" in headers:  # replace the default Host line
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {headers['Host']}"]
+        if method == "POST":
+            lines.append("Content-Length: 0")
+        req = parse_request(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    err = refusal(ADMIN_PORT, services, req)
+    assert err.http_status == 403
+
+
+def test_admin_answers_a_typed_url_and_health_to_anyone(services: StageServices) -> None:
+    response, _ = answer(
+        ADMIN_PORT, services, request("GET", "/connections", {"Sec-Fetch-Site": "none"})
+    )
+    assert response.status == 200
+    response, _ = answer(ADMIN_PORT, services, request("GET", "/health", {"Origin": "https://x"}))
+    assert response.status == 200

@@ -18,6 +18,7 @@ from typing import Any
 from wsgw import logs
 from wsgw.errors import BadGateway, GatewayError, GatewayTimeout, ServiceUnavailable
 from wsgw.http import Request, RequestReader, Response, error_response
+from wsgw.pipeline import live
 from wsgw.pipeline.backend import BackendLeg
 from wsgw.pipeline.flow import (
     CLOSED,
@@ -161,6 +162,8 @@ class HttpLeg(ClientSide, asyncio.Protocol):
                 raise
             hs.failure = "timeout"
             err = GatewayTimeout("backend handshake timed out")
+        if err is None:
+            err = self._changed_meanwhile(hs)
         if err is not None:
             self._drop_backend()
             self._refuse(err, hs)
@@ -222,12 +225,18 @@ class HttpLeg(ClientSide, asyncio.Protocol):
         self._task = None
         transport.set_protocol(leg)
         leg.start(bytes(early))
-        # What changed while the backend answered (a reload, a revocation) applies too.
         current = self._current()
-        if current is not services:
+        if current is not services:  # a reload's new limits (its refusals came before)
             leg.recheck(current)
-        elif services.revocations:
-            leg.revoke_check(services)
+
+    def _changed_meanwhile(self, hs: Handshake) -> GatewayError | None:
+        """A reload or a revocation while the backend answered refuses the upgrade as the
+        handshake would have, before the 101: no frame flows for a withdrawn access."""
+        current = self._current()
+        if current is self.services and not current.revocations:
+            return None
+        assert hs.api is not None
+        return live.refusal(live.judge(current, hs.api.name, hs.api.version, hs.claims))
 
     # ---------------------------------------------------------------- helpers
     def _drop_backend(self) -> None:

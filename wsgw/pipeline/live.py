@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from wsgw.errors import AccessEnded, CloseCode, PolicyChanged
+from wsgw.errors import (
+    AccessEnded,
+    CloseCode,
+    Forbidden,
+    GatewayError,
+    InvalidToken,
+    PolicyChanged,
+)
 from wsgw.oauth.tokens import TokenClaims
 from wsgw.pipeline.route import Route
 from wsgw.pipeline.subscription import Grant
@@ -47,6 +54,16 @@ def judge(
         return AccessEnded(TOKEN_REVOKED, CloseCode.TOKEN_REVOKED)
     assert route is not None  # recheck ends a connection whose API is gone
     return Still(route, verdict)
+
+
+def refusal(verdict: Still | AccessEnded) -> GatewayError | None:
+    """A verdict reached before the 101, as the handshake's HTTP refusal: 401 where the
+    client needs a new token (41xx), 403 otherwise."""
+    if isinstance(verdict, Still):
+        return None
+    if verdict.close_code // 100 % 10 == 1:
+        return InvalidToken(verdict.message)
+    return Forbidden(verdict.message)
 
 
 def revoked(services: Any, claims: TokenClaims | None) -> AccessEnded | None:

@@ -94,6 +94,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         self._notice_retry_ns = 0
         self._seen_activity = 0
         self._active_at = services.loop.time()  # of the last idle check that saw activity
+        self._next_idle_at = self._active_at + services.settings.idle_timeout_s / 2
         self.deadline_slot = -1  # see deadlines.py; what a deadline means depends on state
         self.close_code: int | None = None
         self.closed_by = "-"
@@ -234,22 +235,37 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
             unsafe = live.unsafe_drop(policy, self.compressed, agreed)
             if unsafe is not None:
                 return self._ended_by(unsafe)
-            if policy.new_limits:
-                services.spawn(services.throttle.prime(policy.new_limits))
-            self.c2b.set_gate(policy.client_gate)
-            self.b2c.set_gate(policy.backend_gate)
-            # A message held by `shape` is retried under the new limits now, not when the
-            # old ones would have had tokens again.
-            for from_client, leg in ((True, self), (False, self.backend)):
-                if leg is not None and leg.paused & PAUSE_THROTTLE:
-                    services.loop.call_soon(self._unshape, from_client)
-            if self.admission is not None:
-                self.admission.client_gate = policy.client_gate
-                self.admission.backend_gate = policy.backend_gate
-            self._set_duration(policy.max_duration_s)
+            if policy.new_limits and services.throttle.cluster is not None:
+                # A shared limit starts with no tokens until its lease: applied once primed,
+                # as a handshake waits for it, so its connections are not starved meanwhile.
+                services.spawn(self._apply_when_primed(services, policy))
+            else:
+                self._apply_policy(services, policy)
         self.grant, self.api, self.api_tier = grant, route.api, route.api_tier
         self._set_expiry(route.api)
+        if self.state != OPEN:  # ended by the new policy's duration cap
+            return True
         return self._check_ends() or self._arm_open_deadline()
+
+    def _apply_policy(self, services: Any, policy: Any) -> None:
+        self.c2b.set_gate(policy.client_gate)
+        self.b2c.set_gate(policy.backend_gate)
+        # A message held by `shape` is retried under the new limits now, not when the old
+        # ones would have had tokens again.
+        for from_client, leg in ((True, self), (False, self.backend)):
+            if leg is not None and leg.paused & PAUSE_THROTTLE:
+                services.loop.call_soon(self._unshape, from_client)
+        if self.admission is not None:
+            self.admission.client_gate = policy.client_gate
+            self.admission.backend_gate = policy.backend_gate
+        self._set_duration(policy.max_duration_s)
+        if not self._check_ends():
+            self._arm_open_deadline()
+
+    async def _apply_when_primed(self, services: Any, policy: Any) -> None:
+        await services.throttle.prime(policy.new_limits)
+        if self.state == OPEN:
+            self._apply_policy(services, policy)
 
     def revoke_check(self, services: Any) -> bool:
         """Only the revocation list (a new revocation): True if the connection ended."""
@@ -417,7 +433,10 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         CLOSING: the close handshake took too long."""
         if self.state == OPEN:
             if not self._check_ends():
-                self._idle_check()
+                if self.services.loop.time() >= self._next_idle_at:
+                    self._idle_check()
+                else:  # woken for an end that a reload moved: the idle check stays due
+                    self._arm_open_deadline()
         elif self.state == CLOSING:
             log.debug("close handshake with %s timed out", self.peer)
             self.abort()
@@ -437,10 +456,13 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         elif now - self._active_at >= idle_timeout:
             self.end(IdleTimeout("idle timeout"))
             return
+        self._next_idle_at = now + idle_timeout / 2
         self._arm_open_deadline()
 
     def _check_ends(self) -> bool:
         """End the connection if its token expired (`close`) or its duration is up."""
+        if self.state != OPEN:
+            return False
         now = self.services.loop.time()
         if self._expires_at is not None and now >= self._expires_at:
             return self._ended_by(AccessEnded(live.TOKEN_EXPIRED, CloseCode.TOKEN_EXPIRED))
@@ -449,14 +471,14 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         return False
 
     def _arm_open_deadline(self) -> bool:
-        """The next idle check, or the token's or the duration's end if sooner. False."""
+        """The next idle check, or the token's or the duration's end if sooner (a reload
+        that re-arms never pushes the idle check back). False."""
+        at = self._next_idle_at
+        for end in (self._expires_at, self._duration_ends_at):
+            if end is not None and end < at:
+                at = end
         services = self.services
-        delay = services.settings.idle_timeout_s / 2
-        now = services.loop.time()
-        for at in (self._expires_at, self._duration_ends_at):
-            if at is not None:
-                delay = min(delay, at - now)
-        services.deadlines.arm(self, max(delay, 0.0))
+        services.deadlines.arm(self, max(at - services.loop.time(), 0.0))
         return False
 
     # ------------------------------------------------------------------- end

@@ -80,27 +80,29 @@ class Throttle:
     def __init__(self, cluster: ClusterLimits | None = None) -> None:
         self.cluster = cluster
         self.slots: SlotStore = LocalSlots() if cluster is None else cluster.slots
-        self._limits: dict[str, tuple[Tier, _core.Limit]] = {}
+        # key → (messages, bytes, burst), the Limit: a tier edit that changes no rate (an
+        # action, a cap) keeps the bucket and its tokens.
+        self._limits: dict[str, tuple[tuple[int, int, int], _core.Limit]] = {}
 
     # ------------------------------------------------------------- per message
     def limit_for(self, key: str, tier: Tier) -> _core.Limit | None:
-        """The process-wide Limit of `key` under `tier` (a tier edit makes a new one)."""
+        """The process-wide Limit of `key` under `tier` (new rates make a new one)."""
         if tier.messages_per_minute is None and tier.bytes_per_minute is None:
             return None
-        known = self._limits.get(key)
-        if known is not None and known[0] == tier:
-            return known[1]
-        limit = _core.Limit(
+        rates = (
             tier.messages_per_minute or 0,
             tier.bytes_per_minute or 0,
             tier.burst if tier.messages_per_minute else 0,
-            time.monotonic_ns(),
         )
+        known = self._limits.get(key)
+        if known is not None and known[0] == rates:
+            return known[1]
+        limit = _core.Limit(*rates, time.monotonic_ns())
         if self.cluster is not None:
             if known is not None:
                 self.cluster.detach(key)
             self.cluster.attach(key, limit)
-        self._limits[key] = (tier, limit)
+        self._limits[key] = (rates, limit)
         return limit
 
     # ---------------------------------------------------------- per connection

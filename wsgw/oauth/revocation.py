@@ -50,13 +50,22 @@ class Revocation:
 class RevocationList:
     def __init__(self, entries: Iterable[Revocation] = ()) -> None:
         self._by_kind: dict[str, dict[str, Revocation]] = {kind: {} for kind in KINDS}
+        self._any = False  # every handshake asks: an empty list answers without a lookup
         self.merge(entries)
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._by_kind.values())
 
+    def __bool__(self) -> bool:
+        return self._any
+
+    def _recount(self) -> None:
+        self._any = any(self._by_kind.values())
+
     def revokes(self, claims: TokenClaims) -> Revocation | None:
         """The entry that revokes a token with these claims, if any."""
+        if not self._any:
+            return None
         by_kind = self._by_kind
         entry = by_kind["jti"].get(claims.jti)
         if entry is not None:
@@ -83,6 +92,7 @@ class RevocationList:
                 max(entry.issued_before, known.issued_before),
             )
         entries[entry.value] = entry
+        self._any = True
         return True
 
     def merge(self, entries: Iterable[Revocation]) -> list[Revocation]:
@@ -96,6 +106,7 @@ class RevocationList:
             for value in [v for v, e in entries.items() if e.expires_at < now]:
                 del entries[value]
                 forgotten += 1
+        self._recount()
         return forgotten
 
     def entries(self) -> list[Revocation]:

@@ -41,6 +41,7 @@ from wsgw.oauth.revocation import Revocation, load_revocations
 
 from .backends import free_port
 from .conftest import Env, GatewayFactory
+from .test_drain import http
 from .test_reload import (
     api_of,
     config_path,
@@ -309,22 +310,6 @@ async def answers(port: int) -> bool:
     return True
 
 
-async def http(port: int, method: str, path: str) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        raw = await asyncio.wait_for(reader.read(-1), RECV_S)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
-
-
 @dataclass
 class Workers:
     """`wsgw serve --workers 2`, its output read all along; the workers' pids from its log."""
@@ -425,7 +410,7 @@ async def test_a_worker_drained_by_post_drain_is_not_restarted(
     assert (await http(second, "GET", "/health"))[0] == 200
     await echo_once(deployment, token, "before the drain")
 
-    status, body = await http(first, "POST", "/drain")
+    status, _, body = await http(first, "POST", "/drain")
     assert status == 202, body
     drained = time.monotonic()
     await eventually(lambda: _true_async_not(answers(first)), timeout_s=5.0, interval_s=0.1)

@@ -149,6 +149,7 @@ class Gateway:
             backend_tls=files.backend_tls,
             listener=listener,
             connections=set(),
+            relayed={},
             spawn=self.spawn,
             revocations=revocations,
             state=state,
@@ -185,6 +186,10 @@ class Gateway:
     @property
     def telemetry(self) -> Telemetry:
         return self.services.telemetry
+
+    @property
+    def relayed(self) -> dict[int, Any]:
+        return self.services.relayed
 
     @property
     def state(self) -> RuntimeState:
@@ -361,7 +366,7 @@ class Gateway:
         deadline = self.loop.time() + gw.drain_s
         while self._waited_for() and self.loop.time() < deadline:
             await asyncio.sleep(min(0.1, max(deadline - self.loop.time(), 0.0)))
-        legs = [c for c in self.connections if hasattr(c, "recheck")]
+        legs = list(self.relayed.values())
         if legs:
             log.info("drain: closing %d connections over %gs", len(legs), gw.drain_close_window_s)
         await drain.close_spread(
@@ -391,7 +396,7 @@ class Gateway:
         return len(self.connections) if self._reuse_port else self._relayed()
 
     def _relayed(self) -> int:
-        return sum(1 for c in self.connections if hasattr(c, "recheck"))
+        return len(self.relayed)
 
     # ------------------------------------------------------------- helpers
     def spawn(self, coro) -> None:  # noqa: ANN001
@@ -511,12 +516,9 @@ class Gateway:
         on one connection is logged and the pass goes on: the others are judged all the same."""
         services = self.services
         ended = 0
-        for conn in list(self.connections):
-            judge = getattr(conn, check, None)
-            if judge is None:
-                continue
+        for conn in list(self.relayed.values()):
             try:
-                ended += bool(judge(services))
+                ended += bool(getattr(conn, check)(services))
             except Exception:
                 logs.throttled(log).error("%s failed on a connection: a bug", check)
                 log.debug("%s failed", check, exc_info=True)
@@ -575,17 +577,13 @@ class Gateway:
         """Snapshots of the relayed connections matching every filter (admin port)."""
         return [
             snap
-            for conn in list(self.connections)
-            if hasattr(conn, "snapshot")
-            and conn.state == OPEN
-            and _matches(snap := conn.snapshot(), filters)
+            for conn in list(self.relayed.values())
+            if conn.state == OPEN and _matches(snap := conn.snapshot(), filters)
         ]
 
     def close_connection(self, conn_id: int, code: int, reason: str) -> bool:
-        for conn in list(self.connections):
-            if getattr(conn, "id", None) == conn_id and hasattr(conn, "close_by_operator"):
-                return bool(conn.close_by_operator(code, reason))
-        return False
+        conn = self.relayed.get(conn_id)
+        return conn is not None and bool(conn.close_by_operator(code, reason))
 
     def close_connections(
         self, filters: dict[str, str], code: int, reason: str, *, cluster: bool = True
@@ -597,12 +595,8 @@ class Gateway:
 
             self.events.publish_close(CloseRequest(dict(filters), code, reason))
         closed = 0
-        for conn in list(self.connections):
-            if (
-                hasattr(conn, "close_by_operator")
-                and conn.state == OPEN
-                and _matches(conn.snapshot(), filters)
-            ):
+        for conn in list(self.relayed.values()):
+            if conn.state == OPEN and _matches(conn.snapshot(), filters):
                 closed += conn.close_by_operator(code, reason)
         return closed
 

@@ -88,6 +88,7 @@ class Services:
     backend_tls: ssl.SSLContext
     listener: ListenerLimits
     connections: set[Any]  # every gateway-port connection, HTTP legs and relayed ones
+    relayed: dict[int, Any]  # the relayed ones (relay.ClientLeg) by id: what is judged again
     spawn: Callable[[Coroutine[Any, Any, Any]], None]  # a background task, referenced
     revocations: RevocationList  # shared by every bundle: a revocation applies to all
     state: RuntimeState  # shared: draining, the last reload's outcome

@@ -126,6 +126,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         early is relayed, then both are read."""
         assert self.transport is not None and self.backend is not None
         self.services.connections.add(self)
+        self.services.relayed[self.id] = self
         self._start_accounting()
         self.transport.write(self._switching)
         self._set_expiry(self.api)
@@ -503,6 +504,7 @@ class ClientLeg(_core.ClientLegCore, LimitEnforcement, ClientSide, asyncio.Proto
         self.state = CLOSED
         services.deadlines.disarm(self)
         services.connections.discard(self)
+        services.relayed.pop(self.id, None)
         self._release()
 
     def _release(self) -> None:

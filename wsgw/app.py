@@ -38,7 +38,7 @@ from wsgw.pipeline.subscription import SubscriptionRegistry
 from wsgw.pipeline.telemetry import Telemetry
 from wsgw.pipeline.throttle import Throttle
 from wsgw.plain_http import token_exchange
-from wsgw.reload import Files, FileWatch, keep_restart_only, load_files, signing_key
+from wsgw.reload import Files, FileWatch, keep_restart_only, load_files
 from wsgw.services import RuntimeState, Services
 from wsgw.workers import check_workers
 
@@ -54,9 +54,6 @@ REFUSAL_LOG_INTERVAL_S = 10.0
 def split_host_port(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-gateway_signing_key = signing_key  # the name tests and tools know
 
 
 class Gateway:
@@ -433,10 +430,6 @@ class Gateway:
                     self.revocations.prune(time.time())
             except Exception:  # a bug in one pass must not stop watching for good
                 log.exception("file watch: pass failed; watching on")
-
-    def reload_subscriptions(self) -> bool:
-        """The whole reload (the name older tests and tools know)."""
-        return self.reload("subscriptions")["result"] == "ok"
 
     def reload(self, trigger: str) -> dict[str, Any]:
         """Read the files again; if they validate together, build a new bundle from them

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -55,19 +54,9 @@ def with_admin_token(directory: Path, more: Callable[[dict], None] | None = None
     return edit
 
 
-def enforce_admin_token(env: Env) -> bool:
-    """Whether the gateway requires the admin token: as wired at start, or put in its bundle
-    here while the bundle has the field but the start does not load the file yet."""
-    services = env.gateway.services
-    expected = ADMIN_TOKEN.encode()
-    current = getattr(services, "admin_token", None)
-    if current is not None:
-        assert current == expected
-        return True
-    if "admin_token" not in {f.name for f in dataclasses.fields(services)}:
-        return False
-    env.gateway.services = dataclasses.replace(services, admin_token=expected)
-    return True
+def assert_admin_token_loaded(env: Env) -> None:
+    """The gateway read gateway.admin_token_file at start (the bundle carries it)."""
+    assert env.gateway.services.admin_token == ADMIN_TOKEN.encode()
 
 
 async def admin_gateway(
@@ -77,7 +66,7 @@ async def admin_gateway(
     **kwargs: Any,
 ) -> Env:
     env = await make_gateway(edit=with_admin_token(tmp_path, more), **kwargs)
-    enforce_admin_token(env)
+    assert_admin_token_loaded(env)
     return env
 
 
@@ -452,8 +441,6 @@ async def test_admin_token_is_required_except_for_health(
     make_gateway: GatewayFactory, tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     env = await admin_gateway(make_gateway, tmp_path)
-    if not enforce_admin_token(env):
-        pytest.skip("the runtime bundle has no admin_token field yet")
     admin = Admin(session, env)
     status, _, body, _ = await admin.call("GET", "/health", token=None)
     assert (status, body["status"]) == (200, "ok")
@@ -485,7 +472,6 @@ async def test_the_admin_token_is_never_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     env = await admin_gateway(make_gateway, tmp_path)
-    enforce_admin_token(env)
     admin = Admin(session, env)
     await admin.call("GET", "/stats", token="presented-wrong-token")
     await admin.call("DELETE", "/connections?all=true")

@@ -74,7 +74,7 @@ async def gateway_for(
     )
     if scope == "application":
         _set_application_tier(Path(env.gateway.config.gateway.subscriptions_file), "Tiny")
-        assert env.gateway.reload_subscriptions()
+        assert env.gateway.reload("test")["result"] == "ok"
     return env, backend
 
 

@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 
 import orjson
 import pytest
@@ -43,6 +41,7 @@ from .backends import free_port
 from .conftest import Env, GatewayFactory
 from .test_drain import http
 from .test_reload import (
+    Served,
     api_of,
     config_path,
     edit_config,
@@ -50,6 +49,7 @@ from .test_reload import (
     exchange,
     handshake_status,
     health,
+    serve,
     subscriptions_path,
     varied_messages,
     ws_connect,
@@ -310,41 +310,12 @@ async def answers(port: int) -> bool:
     return True
 
 
-@dataclass
-class Workers:
-    """`wsgw serve --workers 2`, its output read all along; the workers' pids from its log."""
-
-    process: asyncio.subprocess.Process
-    lines: list[str] = field(default_factory=list)
-    readers: list[asyncio.Task[None]] = field(default_factory=list)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    def worker_pids(self) -> list[int]:
-        found = re.search(r"started \d+ workers: ([\d ]+)", self.stderr)
-        return [int(p) for p in found.group(1).split()] if found else []
-
-
 @pytest.fixture
-async def workers(deployment: Deployment) -> AsyncIterator[Callable[[], Awaitable[Workers]]]:  # noqa: F811
-    running: list[Workers] = []
+async def workers(deployment: Deployment) -> AsyncIterator[Callable[[], Awaitable[Served]]]:  # noqa: F811
+    running: list[Served] = []
 
-    async def start() -> Workers:
-        process = await deployment.serve("--workers", "2")
-        served = Workers(process)
-
-        async def read(stream: asyncio.StreamReader | None, keep: bool) -> None:
-            assert stream is not None
-            while line := await stream.readline():
-                if keep:
-                    served.lines.append(line.decode(errors="replace"))
-
-        served.readers = [
-            asyncio.create_task(read(process.stderr, True)),
-            asyncio.create_task(read(process.stdout, False)),
-        ]
+    async def start() -> Served:
+        served = await serve(deployment, "--workers", "2")
         running.append(served)
         await eventually(lambda: answers(deployment.admin_port + 1), timeout_s=10.0)
         await eventually(lambda: _true(len(served.worker_pids()) == 2), timeout_s=5.0)
@@ -353,19 +324,10 @@ async def workers(deployment: Deployment) -> AsyncIterator[Callable[[], Awaitabl
     yield start
     for served in running:
         pids = served.worker_pids()
-        if served.process.returncode is None:
-            served.process.send_signal(signal.SIGINT)  # passed on to every worker
-            try:
-                await asyncio.wait_for(served.process.wait(), 5)
-            except TimeoutError:
-                served.process.kill()
-                await served.process.wait()
+        await served.stop()  # SIGINT: passed on to every worker
         for pid in pids:  # a worker its killed supervisor left behind
             with contextlib.suppress(ProcessLookupError, ChildProcessError):
                 os.kill(pid, signal.SIGKILL)
-        for task in served.readers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 2)
 
 
 def update_gateway(dep: Deployment, **settings: object) -> None:  # noqa: F811
@@ -391,7 +353,7 @@ def private_prefix() -> Iterator[str]:
 
 async def test_a_worker_drained_by_post_drain_is_not_restarted(
     deployment: Deployment,  # noqa: F811
-    workers: Callable[[], Awaitable[Workers]],
+    workers: Callable[[], Awaitable[Served]],
     private_prefix: str,
 ) -> None:
     update_gateway(
@@ -442,7 +404,7 @@ async def _true_async_not(check: Awaitable[bool]) -> bool:
 
 async def test_a_reload_that_two_workers_could_not_enforce_is_refused(
     deployment: Deployment,  # noqa: F811
-    workers: Callable[[], Awaitable[Workers]],
+    workers: Callable[[], Awaitable[Served]],
 ) -> None:
     raw = yaml.safe_load(deployment.config.read_text())
     raw["tiers"] = {"Gold": {}, "Silver": {}, "Unlimited": {}}  # no limits: no Redis needed

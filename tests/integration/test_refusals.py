@@ -60,7 +60,7 @@ def edit_subscriptions(env: Env, change: Callable[[dict], None]) -> None:
     data = yaml.safe_load(path.read_text())
     change(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    assert env.gateway.reload_subscriptions()
+    assert env.gateway.reload("test")["result"] == "ok"
 
 
 # ------------------------------------------------------------------------------ 404
@@ -134,7 +134,7 @@ async def test_regenerated_keys_revoke_the_old_token(
     argv = ["keys", "generate", "-c", config_file, "DefaultApplication", "--key-type", "production"]
     assert wsgw_main(argv) == 0
     assert "consumer_secret" in capsys.readouterr().out
-    assert env.gateway.reload_subscriptions()
+    assert env.gateway.reload("test")["result"] == "ok"
     body = await _assert_invalid_token(env, old)
     assert "revoked" in body["message"]
     # A token for the new key works.

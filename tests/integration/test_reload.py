@@ -232,6 +232,11 @@ class Served:
     def errors(self) -> list[str]:
         return [line for line in self.lines if " ERROR " in line or "Traceback" in line]
 
+    def worker_pids(self) -> list[int]:
+        """With --workers: the pids the supervisor logged."""
+        found = re.search(r"started \d+ workers: ([\d ]+)", self.stderr)
+        return [int(p) for p in found.group(1).split()] if found else []
+
     async def stop(self) -> None:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGINT)
@@ -245,8 +250,8 @@ class Served:
                 await asyncio.wait_for(task, 2)
 
 
-async def serve(dep: Deployment) -> Served:
-    process = await dep.serve()
+async def serve(dep: Deployment, *extra: str) -> Served:
+    process = await dep.serve(*extra)
     served = Served(dep, process)
 
     async def read(stream: asyncio.StreamReader | None, keep: bool) -> None:

@@ -190,7 +190,7 @@ async def test_application_tier_counts_across_apis(make_gateway: GatewayFactory)
     config = env.gateway.config
     subscribe(config, "DefaultApplication", "EchoWebSocket", "2.0", "Unlimited")
     _set_application_tier(Path(config.gateway.subscriptions_file), "AppTiny")
-    assert env.gateway.reload_subscriptions()
+    assert env.gateway.reload("test")["result"] == "ok"
     headers = env.auth()
     async with connect(env.url, additional_headers=headers) as first:
         for text in ("a", "b"):

@@ -46,11 +46,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 2
     try:
-        problems = _runtime_file_problems(config)
+        _check_runtime_files(config)
     except ConfigError as exc:
-        problems = exc.problems
-    if problems:
-        for problem in problems:
+        for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
     if not os.path.exists(config.security.signing_key_file):
@@ -66,16 +64,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime_file_problems(config: GatewayConfig) -> list[str]:
-    """What the gateway would refuse in the files it reads besides these two: a signing key
-    that does not load, a revocation list that does not parse (as a reload reads them)."""
+def _check_runtime_files(config: GatewayConfig) -> None:
+    """ConfigError for what the gateway would refuse in the files it reads besides these
+    two: a signing key that does not load, a revocation list that does not parse (as a
+    reload reads them)."""
     from wsgw.oauth.revocation import load_revocations
     from wsgw.reload import signing_key
 
     if os.path.exists(config.security.signing_key_file):
         signing_key(config)
     load_revocations(config.security.revocations_file)
-    return []
 
 
 def schemas() -> dict[str, object]:
